@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the standalone kernel harness: the plain CPU kernels and CUDA
+# launchers of custom_ops/kernels/ plus the extern "C" shims of
+# custom_ops/harness/capi_*.cc, into one shared library that Python drives
+# through ctypes (no TensorFlow needed; see check_gpu.py).
+#
+#   custom_ops/harness/build.sh [--cpu-only]
+#
+# Env: NVCC (default: nvcc on PATH), CUDA_ARCHS (default: 90, the H100).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+ops="$(cd "$here/.." && pwd)"
+out="$here/build"
+mkdir -p "$out"
+cpu_only=0
+[[ "${1:-}" == "--cpu-only" ]] && cpu_only=1
+CXX="${CXX:-g++}"
+objs=()
+cc_srcs=()
+for f in "$ops"/kernels/*.cc "$here"/capi_*.cc; do
+  [[ -e "$f" && "$f" != *.cu.cc ]] && cc_srcs+=("$f")
+done
+cu_srcs=()
+for f in "$ops"/kernels/*.cu.cc; do [[ -e "$f" ]] && cu_srcs+=("$f"); done
+with_cuda=1
+if [[ $cpu_only == 1 || ${#cu_srcs[@]} == 0 ]]; then with_cuda=0; fi
+for f in "${cc_srcs[@]}"; do
+  o="$out/$(basename "$f").o"
+  "$CXX" -std=c++17 -O3 -fPIC -Wall -I "$ops" -DTFDET_HARNESS_WITH_CUDA=$with_cuda -c "$f" -o "$o"
+  objs+=("$o")
+done
+link=()
+if [[ $with_cuda == 1 ]]; then
+  NVCC="${NVCC:-nvcc}"
+  archs="${CUDA_ARCHS:-90}"
+  gencode=()
+  for a in ${archs//;/ }; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
+  for f in "${cu_srcs[@]}"; do
+    o="$out/$(basename "$f").o"
+    "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC -I "$ops" --expt-relaxed-constexpr -x cu "${gencode[@]}" -c "$f" -o "$o"
+    objs+=("$o")
+  done
+  cudalib="$(dirname "$(dirname "$(readlink -f "$(command -v "$NVCC")")")")/lib64"
+  link=(-L"$cudalib" -lcudart_static -ldl -lrt -lpthread)
+fi
+"$CXX" -shared -o "$out/libtfdet_kernels.so" "${objs[@]}" "${link[@]}"
+echo "built $out/libtfdet_kernels.so (cuda=$with_cuda)"

@@ -1,0 +1,3 @@
+"""tfdet: Detectron's model zoo in TensorFlow 2 / Keras 3."""
+
+__version__ = "0.1.0"
