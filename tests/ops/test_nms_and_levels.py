@@ -21,7 +21,8 @@ def _np_nms(boxes, scores, thr, off, max_out):
       inter = iw * ih
       ai = (boxes[i, 2] - boxes[i, 0] + off) * (boxes[i, 3] - boxes[i, 1] + off)
       aj = (boxes[j, 2] - boxes[j, 0] + off) * (boxes[j, 3] - boxes[j, 1] + off)
-      if inter / (ai + aj - inter) <= thr:
+      iou = inter / (ai + aj - inter)
+      if (iou < thr) if off else (iou <= thr):  # Detectron drops at >=, torchvision at >
         rest.append(j)
     order = rest
   return keep
@@ -92,3 +93,29 @@ def test_fpn_levels_detectron_rule():
 def test_fpn_levels_bad_range():
   with pytest.raises(ValueError, match="min_level"):
     fpn_levels.assign_levels(tf.zeros([1, 4]), min_level=5, max_level=2, convention="modern")
+
+
+def test_nms_threshold_equality_follows_the_convention():
+  # A 10x10 box (detectron widths) and its upper half: IoU = 50 / 100 exactly.
+  boxes = tf.constant([[[0.0, 0.0, 9.0, 9.0], [0.0, 0.0, 9.0, 4.0]]])  # IoU 50/100
+  scores = tf.constant([[0.9, 0.8]])
+  _, n = nms.nms_padded(boxes, scores, max_output_size=2, iou_threshold=0.5,
+                        convention="detectron")
+  assert n.numpy()[0] == 1  # Detectron drops at IoU >= threshold
+  modern = tf.constant([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]]])  # IoU 50/100
+  _, n = nms.nms_padded(modern, scores, max_output_size=2, iou_threshold=0.5,
+                        convention="modern")
+  assert n.numpy()[0] == 2  # torchvision keeps at IoU == threshold
+
+
+def test_nms_edge_cases_empty_inf_and_origin_boxes():
+  idx, n = nms.nms_padded(tf.zeros([2, 0, 4]), tf.zeros([2, 0]), max_output_size=3,
+                          iou_threshold=0.5, convention="detectron")
+  assert idx.shape == (2, 3) and n.numpy().tolist() == [0, 0]
+  boxes = tf.constant([[[-5.0, -5.0, 0.0, 0.0], [10.0, 10.0, 20.0, 20.0],
+                        [30.0, 30.0, 40.0, 40.0]]])
+  scores = tf.constant([[0.9, -np.inf, 0.1]])
+  idx, n = nms.nms_padded(boxes, scores, max_output_size=3, iou_threshold=0.5,
+                          convention="modern", score_threshold=0.05)
+  assert n.numpy()[0] == 2
+  np.testing.assert_array_equal(idx.numpy()[0, :2], [0, 2])
