@@ -1,0 +1,121 @@
+"""Detectron's losses and their normalizations, batched with static shapes.
+
+Each function returns scalar losses for one replica's batch; under
+`tf.distribute` the trainer divides by the number of replicas, which is how
+Detectron's multi-GPU loss scale (1 / NUM_GPUS) averages its per-GPU losses.
+
+* RPN classification: sigmoid cross-entropy over the sampled anchors
+  (label >= 0). FPN divides the sum by ``batch_size_per_image * B``
+  (Detectron's add_fpn_rpn_losses); single-level (C4) RPN by the number of
+  sampled anchors (SigmoidCrossEntropyLoss's normalize=1).
+* RPN boxes: smooth-L1 with beta 1/9 on foreground anchors, each image's sum
+  divided by its number of sampled anchors (bbox_outside_weights), then by B
+  (SmoothL1Loss divides by the batch dimension).
+* Fast R-CNN: softmax cross-entropy averaged over the sampled RoIs; smooth-L1
+  (beta 1) of the ground-truth class's deltas on foreground RoIs, summed and
+  divided by the number of sampled RoIs.
+* Mask: per-pixel sigmoid cross-entropy of the ground-truth class's mask on
+  foreground RoIs, averaged over those pixels.
+"""
+
+import tensorflow as tf
+
+
+def smooth_l1(diff, beta):
+  """Detectron's smooth-L1: 0.5 x^2 / beta if |x| < beta, else |x| - 0.5 beta.
+
+  beta 0 is the L1 loss.
+  """
+  ax = tf.abs(diff)
+  if beta <= 0.0:
+    return ax
+  return tf.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
+
+
+def rpn_losses(logits, deltas, labels, box_targets, *, batch_size_per_image=256,
+               multilevel=True, beta=1.0 / 9.0):
+  """RPN objectness and box losses.
+
+  Args:
+    logits: [B, N] float32, every anchor's objectness logit (all levels
+      flattened in anchor order).
+    deltas: [B, N, 4] float32 predicted deltas.
+    labels: [B, N] int32, 1 / 0 / -1 (from `tfdet.ops.rpn_targets`).
+    box_targets: [B, N, 4] float32.
+    batch_size_per_image: RPN_BATCH_SIZE_PER_IM, the FPN normalizer.
+    multilevel: True for FPN's normalization, False for C4's.
+    beta: smooth-L1 beta (1/9).
+
+  Returns:
+    (cls_loss, box_loss) float32 scalars.
+  """
+  labels = tf.cast(labels, tf.int32)
+  sampled = tf.cast(labels >= 0, tf.float32)
+  fg = tf.cast(labels == 1, tf.float32)
+  ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=fg, logits=tf.cast(logits, tf.float32))
+  ce_sum = tf.reduce_sum(ce * sampled)
+  batch = tf.cast(tf.shape(labels)[0], tf.float32)
+  if multilevel:
+    cls_loss = ce_sum / (float(batch_size_per_image) * batch)
+  else:
+    cls_loss = ce_sum / tf.maximum(tf.reduce_sum(sampled), 1.0)
+  per_anchor = tf.reduce_sum(smooth_l1(tf.cast(deltas, tf.float32) - box_targets, beta), -1)
+  per_image = tf.reduce_sum(per_anchor * fg, axis=1) / tf.maximum(
+      tf.reduce_sum(sampled, axis=1), 1.0)
+  return cls_loss, tf.reduce_sum(per_image) / batch
+
+
+def fast_rcnn_losses(class_logits, box_deltas, labels, box_targets, valid, *, beta=1.0,
+                     class_agnostic=False):
+  """Box-head classification and regression losses.
+
+  Args:
+    class_logits: [B, R, K + 1] float32.
+    box_deltas: [B, R, 4 (K + 1)] float32 (or [B, R, 8] class-agnostic).
+    labels: [B, R] int32, 0 = background.
+    box_targets: [B, R, 4] float32 targets of the labelled class.
+    valid: [B, R] bool, sampled (non-padding) rows.
+    beta: smooth-L1 beta (Detectron: 1.0).
+    class_agnostic: deltas hold (background, foreground) pairs.
+
+  Returns:
+    (cls_loss, box_loss) float32 scalars.
+  """
+  labels = tf.cast(labels, tf.int32)
+  valid_f = tf.cast(valid, tf.float32)
+  count = tf.maximum(tf.reduce_sum(valid_f), 1.0)
+  ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=tf.cast(class_logits, tf.float32))
+  cls_loss = tf.reduce_sum(ce * valid_f) / count
+  shape = tf.shape(box_deltas)
+  per_class = tf.reshape(tf.cast(box_deltas, tf.float32), [shape[0], shape[1], -1, 4])
+  index = tf.minimum(labels, 1) if class_agnostic else labels
+  chosen = tf.gather(per_class, index, batch_dims=2)  # [B, R, 4]
+  fg = tf.cast(labels > 0, tf.float32) * valid_f
+  box_sum = tf.reduce_sum(tf.reduce_sum(smooth_l1(chosen - box_targets, beta), -1) * fg)
+  return cls_loss, box_sum / count
+
+
+def mask_loss(mask_logits, mask_targets, labels, is_fg, *, class_agnostic=False):
+  """Mask R-CNN's mask loss.
+
+  Args:
+    mask_logits: [B, R, M, M, K + 1] float32 (or [..., 1] class-agnostic).
+    mask_targets: [B, R, M, M] float32 in {0, 1}.
+    labels: [B, R] int32 class of each RoI.
+    is_fg: [B, R] bool, RoIs that have a mask target.
+
+  Returns:
+    float32 scalar; 0 when the batch has no foreground RoI.
+  """
+  logits = tf.cast(mask_logits, tf.float32)
+  if class_agnostic:
+    chosen = logits[..., 0]
+  else:
+    chosen = tf.gather(tf.transpose(logits, [0, 1, 4, 2, 3]), tf.cast(labels, tf.int32),
+                       batch_dims=2)  # [B, R, M, M]
+  ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=mask_targets, logits=chosen)
+  fg = tf.cast(is_fg, tf.float32)[:, :, None, None]
+  pixels = tf.reduce_sum(fg) * tf.cast(tf.shape(mask_targets)[2] * tf.shape(mask_targets)[3],
+                                       tf.float32)
+  return tf.reduce_sum(ce * fg) / tf.maximum(pixels, 1.0)
