@@ -71,7 +71,7 @@ def bottleneck_block(x, *, name, dim_out, dim_inner, stride, num_groups=1, dilat
 
 
 def resnet_stage(x, *, stage, num_blocks, dim_inner, stride, num_groups=1, dilation=1,
-                 stride_in_1x1=True, norm="frozen_bn", trainable=True):
+                 stride_in_1x1=True, norm="frozen_bn", trainable=True, width_divisor=1):
   """A stage of bottleneck blocks (also the C4 model's res5 RoI head).
 
   Args:
@@ -80,8 +80,10 @@ def resnet_stage(x, *, stage, num_blocks, dim_inner, stride, num_groups=1, dilat
     num_blocks: blocks in the stage.
     dim_inner: the bottleneck's inner width.
     stride: stride of the first block.
+    width_divisor: divides the stage's output width (1 for real models;
+      larger for the tiny test models).
   """
-  dim_out = STAGE_CHANNELS[stage]
+  dim_out = STAGE_CHANNELS[stage] // width_divisor
   for i in range(num_blocks):
     x = bottleneck_block(x, name=f"{stage}_{i}", dim_out=dim_out, dim_inner=dim_inner,
                          stride=stride if i == 0 else 1, num_groups=num_groups,
@@ -90,9 +92,9 @@ def resnet_stage(x, *, stage, num_blocks, dim_inner, stride, num_groups=1, dilat
   return x
 
 
-def resnet_stem(x, *, norm="frozen_bn", trainable=True):
+def resnet_stem(x, *, norm="frozen_bn", trainable=True, width_divisor=1):
   """conv1 7x7/2 -> norm -> ReLU -> max-pool 3x3/2: [B, H, W, 3] -> [B, H/4, W/4, 64]."""
-  x = _conv(x, 64, 7, stride=2, name="conv1", trainable=trainable)
+  x = _conv(x, 64 // width_divisor, 7, stride=2, name="conv1", trainable=trainable)
   x = keras.layers.ReLU(name="conv1_relu")(_norm(x, norm, name="res_conv1_bn",
                                                  trainable=trainable))
   x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # inputs >= 0 after ReLU
@@ -100,7 +102,8 @@ def resnet_stem(x, *, norm="frozen_bn", trainable=True):
 
 
 def resnet_features(images, *, depth, num_groups=1, width_per_group=64, stride_in_1x1=True,
-                    norm="frozen_bn", freeze_at=2, last_stage="res5", res5_dilation=1):
+                    norm="frozen_bn", freeze_at=2, last_stage="res5", res5_dilation=1,
+                    stage_blocks=None, width_divisor=1):
   """Builds the trunk on a Keras tensor and returns its stage outputs.
 
   Args:
@@ -112,27 +115,33 @@ def resnet_features(images, *, depth, num_groups=1, width_per_group=64, stride_i
     freeze_at: 0..5, stages up to this one (1 = stem) are not trained.
     last_stage: "res4" for C4 models (res5 becomes the RoI head), else "res5".
     res5_dilation: 1, or 2 to keep res5 at stride 16 (Detectron RES5_DILATION).
+    stage_blocks: None for the depth's blocks per stage, or 4 counts (tiny
+      test models only).
+    width_divisor: divides every width (tiny test models only).
 
   Returns:
     dict stage name -> [B, H/stride, W/stride, channels] tensor.
   """
-  if depth not in DEPTHS:
+  if stage_blocks is None and depth not in DEPTHS:
     raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+  blocks_per_stage = tuple(stage_blocks) if stage_blocks is not None else DEPTHS[depth]
+  if len(blocks_per_stage) != 4:
+    raise ValueError(f"stage_blocks needs 4 counts, got {stage_blocks}")
   if last_stage not in STAGE_NAMES:
     raise ValueError(f"last_stage must be one of {STAGE_NAMES}, got {last_stage!r}")
   if not 0 <= freeze_at <= 5:
     raise ValueError(f"freeze_at must be in [0, 5], got {freeze_at}")
-  x = resnet_stem(images, norm=norm, trainable=freeze_at < 1)
+  x = resnet_stem(images, norm=norm, trainable=freeze_at < 1, width_divisor=width_divisor)
   outputs = {}
-  dim_inner = num_groups * width_per_group
-  for index, (stage, blocks) in enumerate(zip(STAGE_NAMES, DEPTHS[depth], strict=True)):
+  dim_inner = num_groups * width_per_group // width_divisor
+  for index, (stage, blocks) in enumerate(zip(STAGE_NAMES, blocks_per_stage, strict=True)):
     stride = 1 if stage == "res2" else 2
     dilation = 1
     if stage == "res5" and res5_dilation > 1:
       stride, dilation = 1, res5_dilation
     x = resnet_stage(x, stage=stage, num_blocks=blocks, dim_inner=dim_inner, stride=stride,
                      num_groups=num_groups, dilation=dilation, stride_in_1x1=stride_in_1x1,
-                     norm=norm, trainable=freeze_at < index + 2)
+                     norm=norm, trainable=freeze_at < index + 2, width_divisor=width_divisor)
     outputs[stage] = x
     dim_inner *= 2
     if stage == last_stage:

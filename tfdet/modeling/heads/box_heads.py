@@ -60,7 +60,7 @@ def build_mlp_box_head(*, num_classes, in_channels=256, roi_size=7, hidden_dim=1
 
 def build_res5_box_head(*, num_classes, depth=50, num_groups=1, width_per_group=64,
                         stride_in_1x1=True, norm="frozen_bn", roi_size=14,
-                        class_agnostic=False, name="box_head"):
+                        class_agnostic=False, width_divisor=1, name="box_head"):
   """C4's res5 box head; also returns the res5 features for the C4 mask head.
 
   Args:
@@ -69,17 +69,19 @@ def build_res5_box_head(*, num_classes, depth=50, num_groups=1, width_per_group=
       settings (res5 has 3 blocks at every depth; inner width 8x the res2 one).
     roi_size: RoI feature resolution (14; the first block's stride is
       roi_size // 7, as Detectron's).
+    width_divisor: as the trunk's (tiny test models only).
 
   Returns:
     keras.Model: [R, roi_size, roi_size, 1024] -> {CLASS_LOGITS, BOX_DELTAS,
     RES5_FEATURES: [R, roi_size / stride, roi_size / stride, 2048]}.
   """
   del depth  # res5 has 3 blocks in ResNet-50/101/152 alike
-  x = keras.Input((roi_size, roi_size, resnet.STAGE_CHANNELS["res4"]))
+  x = keras.Input((roi_size, roi_size, resnet.STAGE_CHANNELS["res4"] // width_divisor))
   res5 = resnet.resnet_stage(x, stage="res5", num_blocks=3,
-                             dim_inner=num_groups * width_per_group * 8,
+                             dim_inner=num_groups * width_per_group * 8 // width_divisor,
                              stride=max(roi_size // 7, 1), num_groups=num_groups,
-                             stride_in_1x1=stride_in_1x1, norm=norm)
+                             stride_in_1x1=stride_in_1x1, norm=norm,
+                             width_divisor=width_divisor)
   pooled = keras.layers.GlobalAveragePooling2D(name="res5_pool")(res5)
   logits, deltas = _predictor(pooled, num_classes=num_classes, class_agnostic=class_agnostic)
   return keras.Model(x, {CLASS_LOGITS: logits, BOX_DELTAS: deltas, RES5_FEATURES: res5},

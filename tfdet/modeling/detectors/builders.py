@@ -1,0 +1,131 @@
+"""Builds R-CNN models of the model zoo from plain arguments.
+
+`build_rcnn` is what gin binds (gin_configs/): every argument is a number, a
+string or a settings dataclass, and the parts are built here and handed to
+`GeneralizedRCNN`. Anchors follow Detectron: FPN levels P2..P6 with one size
+each (32 * 2**(l - 2)) and three aspect ratios; C4 one level at stride 16
+with sizes 32..512 and three ratios (15 anchors).
+"""
+
+import keras
+
+from tfdet.modeling.backbones import fpn as fpn_lib
+from tfdet.modeling.backbones import resnet
+from tfdet.modeling.detectors.config import (
+    RoiHeadSettings,
+    RpnSettings,
+    c4_roi_settings,
+    c4_rpn_settings,
+)
+from tfdet.modeling.detectors.rcnn import GeneralizedRCNN
+from tfdet.modeling.heads import box_heads, mask_heads
+from tfdet.modeling.heads.rpn import build_rpn_head
+from tfdet.ops import anchors as anchor_ops
+
+HEADS = ("rpn", "faster", "mask")
+
+
+def _backbone(*, depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at, use_fpn,
+              fpn_channels, rpn_max_level, stage_blocks, width_divisor):
+  images = keras.Input((None, None, 3), name="images")
+  stages = resnet.resnet_features(
+      images, depth=depth, num_groups=num_groups, width_per_group=width_per_group,
+      stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
+      last_stage="res5" if use_fpn else "res4", stage_blocks=stage_blocks,
+      width_divisor=width_divisor)
+  if use_fpn:
+    feats = fpn_lib.fpn_features(stages, min_level=2, max_level=rpn_max_level,
+                                 channels=fpn_channels, extra="maxpool")
+  else:
+    feats = {"res4": stages["res4"]}
+  return keras.Model(images, feats, name="backbone")
+
+
+def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stride_in_1x1=True,
+               norm="frozen_bn", freeze_at=2, use_fpn=True, fpn_channels=256, num_classes=81,
+               convention="detectron", sampling="detectron", aligned_roi=False,
+               anchor_start_size=32, anchor_ratios=(0.5, 1.0, 2.0),
+               c4_anchor_sizes=(32, 64, 128, 256, 512), rpn_max_level=6, mlp_dim=1024,
+               mask_num_convs=4, mask_conv_dim=256, rpn_settings=None, roi_settings=None,
+               implementation="custom", stage_blocks=None, width_divisor=1):
+  """An RPN, Faster R-CNN or Mask R-CNN on a ResNet/ResNeXt C4 or FPN.
+
+  Args:
+    heads: "rpn" (RPN only), "faster" or "mask".
+    depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at: the
+      trunk (`resnet.resnet_features`).
+    use_fpn: FPN (P2..P6) or C4 (res4 features, res5 as the box head).
+    fpn_channels: FPN width.
+    num_classes: K + 1 (81 for COCO).
+    convention, sampling, aligned_roi: Detectron ("detectron", "detectron",
+      False) or modern ("modern", "modern", True).
+    anchor_start_size, anchor_ratios: FPN anchors (P2 size, ratios).
+    c4_anchor_sizes: C4 anchor sizes.
+    rpn_max_level: highest FPN level for the RPN (6).
+    mlp_dim: FPN box head width.
+    mask_num_convs, mask_conv_dim: FPN mask head.
+    rpn_settings, roi_settings: None for Detectron's defaults (C4's differ:
+      `config.c4_rpn_settings`, `config.c4_roi_settings`).
+    implementation: "custom" ops or "reference".
+    stage_blocks, width_divisor: shrink the trunk (tiny test models only).
+
+  Returns:
+    GeneralizedRCNN.
+  """
+  if heads not in HEADS:
+    raise ValueError(f"heads must be one of {HEADS}, got {heads!r}")
+  backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
+                       stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
+                       use_fpn=use_fpn, fpn_channels=fpn_channels, rpn_max_level=rpn_max_level,
+                       stage_blocks=stage_blocks, width_divisor=width_divisor)
+  roi_settings = roi_settings or (RoiHeadSettings() if use_fpn else c4_roi_settings())
+  if use_fpn:
+    rpn_levels = tuple(f"p{level}" for level in range(2, rpn_max_level + 1))
+    rpn_strides = tuple(2 ** level for level in range(2, rpn_max_level + 1))
+    cells = [anchor_ops.generate_cell_anchors(stride, (anchor_start_size * stride // 4,),
+                                              anchor_ratios, convention=convention)
+             for stride in rpn_strides]
+    feat_channels = fpn_channels
+    roi_levels = tuple(f"p{level}" for level in range(roi_settings.roi_min_level,
+                                                      roi_settings.roi_max_level + 1))
+    roi_strides = tuple(2 ** level for level in range(roi_settings.roi_min_level,
+                                                      roi_settings.roi_max_level + 1))
+    rpn_settings = rpn_settings or RpnSettings()
+  else:
+    rpn_levels, rpn_strides = ("res4",), (16,)
+    cells = [anchor_ops.generate_cell_anchors(16, c4_anchor_sizes, anchor_ratios,
+                                              convention=convention)]
+    feat_channels = resnet.STAGE_CHANNELS["res4"] // width_divisor
+    roi_levels, roi_strides = ("res4",), (16,)
+    rpn_settings = rpn_settings or c4_rpn_settings()
+  rpn_head = build_rpn_head(in_channels=feat_channels, num_anchors=len(cells[0]))
+  box_head = mask_head = None
+  if heads != "rpn":
+    if use_fpn:
+      box_head = box_heads.build_mlp_box_head(
+          num_classes=num_classes, in_channels=feat_channels,
+          roi_size=roi_settings.box_roi_size, hidden_dim=mlp_dim,
+          class_agnostic=roi_settings.class_agnostic_boxes)
+    else:
+      box_head = box_heads.build_res5_box_head(
+          num_classes=num_classes, num_groups=num_groups, width_per_group=width_per_group,
+          stride_in_1x1=stride_in_1x1, norm=norm, roi_size=roi_settings.box_roi_size,
+          class_agnostic=roi_settings.class_agnostic_boxes, width_divisor=width_divisor)
+  if heads == "mask":
+    if use_fpn:
+      mask_head = mask_heads.build_fpn_mask_head(
+          num_classes=num_classes, in_channels=feat_channels,
+          roi_size=roi_settings.mask_roi_size, num_convs=mask_num_convs,
+          conv_dim=mask_conv_dim)
+    else:
+      res5_size = roi_settings.box_roi_size // max(roi_settings.box_roi_size // 7, 1)
+      mask_head = mask_heads.build_c4_mask_head(
+          num_classes=num_classes, in_channels=resnet.STAGE_CHANNELS["res5"] // width_divisor,
+          roi_size=res5_size, conv_dim=mask_conv_dim)
+  return GeneralizedRCNN(
+      backbone=backbone, rpn_head=rpn_head, rpn_levels=rpn_levels, rpn_strides=rpn_strides,
+      rpn_cell_anchors=cells, box_head=box_head, roi_levels=roi_levels,
+      roi_strides=roi_strides, mask_head=mask_head, mask_on_res5=not use_fpn,
+      num_classes=num_classes, convention=convention, sampling=sampling,
+      aligned_roi=aligned_roi, rpn_settings=rpn_settings, roi_settings=roi_settings,
+      implementation=implementation)
