@@ -15,6 +15,13 @@ Cleaning follows Detectron (`detectron/datasets/json_dataset.py`):
   ``x2 = x + w - 1``, i.e. ``w > 1``); the decoder can apply it.
 * crowd regions are kept with ``is_crowd = 1``; RLE segmentations (crowd or
   not) are stored compressed, uncompressed RLEs are compressed here.
+* a non-crowd RLE instance (partly occluded objects of the synthetic data
+  set, other non-COCO sources) also gets polygons traced from its mask
+  (`data_prep.mask_to_polygons`: outer boundaries of its 4-connected
+  components along pixel edges, holes filled, Douglas-Peucker at
+  ``polygon_tolerance`` pixels), so that it has a Mask R-CNN target; its RLE
+  is kept too. An RLE that decodes to an empty mask keeps 0 polygons, as
+  before. Crowd regions stay RLE-only (never mask targets).
 * images without annotations are kept (Detectron keeps them for evaluation;
   its training roidb filter drops images without ground truth, which is the
   input pipeline's job).
@@ -28,6 +35,7 @@ import os
 
 from pycocotools import mask as mask_utils
 
+from data_prep import mask_to_polygons as m2p
 from tfdet.data import schema
 
 REQUIRED_IMAGE_FIELDS = ("id", "file_name", "height", "width")
@@ -57,6 +65,7 @@ class Instance:
   polygons: list
   rle: bytes
   keypoints: list | None
+  polygons_from_rle: bool = False  # polygons traced from a non-crowd RLE mask
 
 
 @dataclasses.dataclass
@@ -216,7 +225,13 @@ def compressed_rle(seg, height, width):
   return counts.encode() if isinstance(counts, str) else bytes(counts)
 
 
-def clean_instance(ann, image, category_to_class, has_keypoints):
+def rle_polygons(rle, height, width, tolerance):
+  """Polygons traced from a compressed RLE's mask (`mask_to_polygons`), largest first."""
+  mask = mask_utils.decode({"size": [height, width], "counts": rle})
+  return m2p.mask_to_polygons(mask, tolerance)
+
+
+def clean_instance(ann, image, category_to_class, has_keypoints, *, polygon_tolerance=1.0):
   """Cleans one validated annotation.
 
   Args:
@@ -224,6 +239,8 @@ def clean_instance(ann, image, category_to_class, has_keypoints):
     image: its ImageEntry.
     category_to_class: category id -> contiguous class.
     has_keypoints: whether the data set carries keypoints (zeros when absent).
+    polygon_tolerance: Douglas-Peucker tolerance (pixels) of the polygons
+      traced from a non-crowd RLE; 0 keeps the exact pixel-edge outline.
 
   Returns:
     (Instance, None) or (None, skip reason).
@@ -233,9 +250,12 @@ def clean_instance(ann, image, category_to_class, has_keypoints):
   if box[2] <= 0 or box[3] <= 0 or float(ann["area"]) <= 0:
     return None, SKIP_DEGENERATE_BOX
   seg = ann["segmentation"]
-  polygons, rle = [], b""
+  polygons, rle, from_rle = [], b"", False
   if isinstance(seg, dict):
     rle = compressed_rle(seg, image.height, image.width)
+    if not is_crowd:
+      polygons = rle_polygons(rle, image.height, image.width, polygon_tolerance)
+      from_rle = bool(polygons)
   else:
     polygons = [[float(v) for v in p] for p in seg if len(p) >= 6 and len(p) % 2 == 0]
     if not polygons:
@@ -244,7 +264,7 @@ def clean_instance(ann, image, category_to_class, has_keypoints):
   if has_keypoints:
     keypoints = [float(v) for v in ann.get("keypoints", [0.0] * (schema.NUM_KEYPOINTS * 3))]
   return Instance(box, category_to_class[ann["category_id"]], int(ann["category_id"]), is_crowd,
-                  float(ann["area"]), int(ann["id"]), polygons, rle, keypoints), None
+                  float(ann["area"]), int(ann["id"]), polygons, rle, keypoints, from_rle), None
 
 
 def image_path(image_dir, image):

@@ -3,7 +3,10 @@ r"""Converts a COCO json (instances_* or person_keypoints_*) and its images to T
 One `tf.train.Example` per image in the layout of `tfdet.data.schema`,
 written to ``{output_dir}/{prefix}-00000-of-0000N.tfrecord``, with the
 contiguous label map beside them (`schema.LABEL_MAP_FILE`). Cleaning rules
-are in `data_prep.coco_annotations`.
+are in `data_prep.coco_annotations`; non-crowd RLE instances also get
+polygons traced from their masks (`data_prep.mask_to_polygons`, simplified
+at ``--polygon_tolerance`` pixels), counted as ``rle_to_polygons`` in the
+summary.
 
 Shards are built in parallel (a process pool over shards), each written
 atomically; a manifest records the finished ones, so rerunning an
@@ -70,18 +73,21 @@ def read_image(path, image, *, verify=True):
   return data, image_format
 
 
-def image_example(image, image_dir, category_to_class, has_keypoints, stats, *, verify=True):
+def image_example(image, image_dir, category_to_class, has_keypoints, stats, *, verify=True,
+                  polygon_tolerance=1.0):
   """Builds the `tf.train.Example` of one image, counting skipped instances in ``stats``."""
   data, image_format = read_image(anns.image_path(image_dir, image), image, verify=verify)
   instances = []
   for ann in image.annotations:
-    instance, reason = anns.clean_instance(ann, image, category_to_class, has_keypoints)
+    instance, reason = anns.clean_instance(ann, image, category_to_class, has_keypoints,
+                                           polygon_tolerance=polygon_tolerance)
     if instance is None:
       stats["skipped"][reason] += 1
     else:
       instances.append(instance)
   stats["instances"] += len(instances)
   stats["crowd"] += sum(i.is_crowd for i in instances)
+  stats["rle_to_polygons"] += sum(i.polygons_from_rle for i in instances)
   stats["images_without_instances"] += not instances
   return schema.make_example(
       encoded_image=data, image_format=image_format, image_id=image.image_id,
@@ -95,12 +101,13 @@ def image_example(image, image_dir, category_to_class, has_keypoints, stats, *, 
 
 def _new_stats():
   return {"images": 0, "instances": 0, "crowd": 0, "images_without_instances": 0,
-          "skipped": collections.Counter(), "messages": []}
+          "rle_to_polygons": 0, "skipped": collections.Counter(), "messages": []}
 
 
 def _convert_shard(task):
   """Writes one shard (runs in a pool worker); returns (name, records, stats)."""
-  (path, images, image_dir, category_to_class, has_keypoints, skip_bad, verify) = task
+  (path, images, image_dir, category_to_class, has_keypoints, skip_bad, verify,
+   polygon_tolerance) = task
   stats = _new_stats()
   name = os.path.basename(path)
 
@@ -110,7 +117,7 @@ def _convert_shard(task):
         logging.info("%s: %d/%d images", name, n, len(images))
       try:
         example = image_example(image, image_dir, category_to_class, has_keypoints, stats,
-                                verify=verify)
+                                verify=verify, polygon_tolerance=polygon_tolerance)
       except anns.BadInputError as e:
         if not skip_bad:
           raise
@@ -148,7 +155,8 @@ def _job_fingerprint(annotations_file, image_dir, options):
 
 
 def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_workers=1,
-                 skip_bad_annotations=False, prefix=None, verify_images=True):
+                 skip_bad_annotations=False, prefix=None, verify_images=True,
+                 polygon_tolerance=1.0):
   """Converts a COCO json and its images to TFRecord shards (resumable).
 
   Args:
@@ -160,10 +168,12 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
     skip_bad_annotations: skip and count bad annotations/images instead of raising.
     prefix: shard name prefix; default the json's base name.
     verify_images: fully decode every image and check its size.
+    polygon_tolerance: Douglas-Peucker tolerance (pixels) of the polygons
+      traced from non-crowd RLE masks; 0 keeps the exact pixel-edge outline.
 
   Returns:
     The summary dict: images, instances, crowd, images_without_instances,
-    skipped (reason -> count), shards, records per shard, messages.
+    rle_to_polygons (non-crowd RLE instances given traced polygons), skipped (reason -> count), shards, records per shard, messages.
 
   Raises:
     BadInputError: on bad input unless ``skip_bad_annotations``; shards
@@ -171,12 +181,15 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
   """
   if num_shards < 1 or num_workers < 1:
     raise ValueError("num_shards and num_workers must be >= 1")
+  if polygon_tolerance < 0:
+    raise ValueError(f"polygon_tolerance must be >= 0, got {polygon_tolerance}")
   prefix = prefix or os.path.splitext(os.path.basename(annotations_file))[0]
   start = time.time()
   dataset = anns.load_dataset(annotations_file, skip_bad_annotations=skip_bad_annotations)
   os.makedirs(output_dir, exist_ok=True)
   options = {"num_shards": num_shards, "prefix": prefix, "skip_bad": skip_bad_annotations,
-             "verify_images": verify_images, "schema_version": SCHEMA_VERSION}
+             "verify_images": verify_images, "schema_version": SCHEMA_VERSION,
+             "polygon_tolerance": float(polygon_tolerance)}
   job = _job_fingerprint(annotations_file, image_dir, options)
   removed = shard_writer.remove_leftover_tmp(output_dir, prefix)
   if removed:
@@ -190,7 +203,8 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
     if manifest.is_done(name):
       continue
     tasks.append((os.path.join(output_dir, name), images, image_dir, dataset.category_to_class,
-                  dataset.has_keypoints, skip_bad_annotations, verify_images))
+                  dataset.has_keypoints, skip_bad_annotations, verify_images,
+                  polygon_tolerance))
   logging.info("%s: %d images, %d shards (%d already done), %d workers", annotations_file,
                len(dataset.images), num_shards, num_shards - len(tasks), num_workers)
 
@@ -220,7 +234,7 @@ def summarize(manifest, dataset):
   for name in sorted(manifest.shards):
     info = manifest.shards[name]
     records[name] = info["records"]
-    for key in ("images", "instances", "crowd", "images_without_instances"):
+    for key in ("images", "instances", "crowd", "images_without_instances", "rle_to_polygons"):
       total[key] += info["stats"].get(key, 0)
     total["skipped"].update(info["stats"].get("skipped", {}))
     total["messages"].extend(info["stats"].get("messages", []))
@@ -233,9 +247,10 @@ def summarize(manifest, dataset):
 
 
 def log_summary(summary):
-  logging.info("summary: %d images written (%d without instances), %d instances (%d crowd), "
-               "%d shards", summary["images"], summary["images_without_instances"],
-               summary["instances"], summary["crowd"], len(summary["shards"]))
+  logging.info("summary: %d images written (%d without instances), %d instances (%d crowd, "
+               "%d non-crowd RLE given polygons), %d shards", summary["images"],
+               summary["images_without_instances"], summary["instances"], summary["crowd"],
+               summary["rle_to_polygons"], len(summary["shards"]))
   for reason, count in sorted(summary["skipped"].items()):
     logging.info("  skipped %d: %s", count, reason)
   for message in summary["messages"][:_MAX_MESSAGES]:
@@ -255,6 +270,9 @@ def _define_flags():
   flags.DEFINE_bool("skip_bad_annotations", False,
                     "Skip and count bad annotations and images instead of stopping.")
   flags.DEFINE_string("prefix", None, "Shard name prefix (default: the json's base name).")
+  flags.DEFINE_float("polygon_tolerance", 1.0,
+                     "Douglas-Peucker tolerance (pixels) of the polygons traced from non-crowd "
+                     "RLE masks; 0 keeps the exact pixel-edge outline.")
   flags.mark_flags_as_required(["annotations_file", "image_dir", "output_dir"])
 
 
@@ -263,7 +281,8 @@ def main(argv):
   try:
     convert_coco(FLAGS.annotations_file, FLAGS.image_dir, FLAGS.output_dir,
                  num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
-                 skip_bad_annotations=FLAGS.skip_bad_annotations, prefix=FLAGS.prefix)
+                 skip_bad_annotations=FLAGS.skip_bad_annotations, prefix=FLAGS.prefix,
+                 polygon_tolerance=FLAGS.polygon_tolerance)
   except anns.BadInputError as e:
     logging.error("bad input: %s (--skip_bad_annotations skips and counts it)", e)
     raise SystemExit(1) from e

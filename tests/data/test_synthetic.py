@@ -80,6 +80,7 @@ def test_converts_cleanly(generated):
     stats = [s["stats"] for s in manifest["shards"].values()]
     assert sum(s["images"] for s in stats) == 8
     assert not any(s["skipped"] for s in stats)
+    assert sum(s["rle_to_polygons"] for s in stats) > 0  # occluded objects get polygons
     assert len(glob.glob(paths[kind]["train"])) == 2 and len(glob.glob(paths[kind]["val"])) == 1
   with open(paths["label_map"]["instances"]) as f:
     classes = json.load(f)["classes"]

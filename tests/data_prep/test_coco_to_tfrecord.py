@@ -108,8 +108,10 @@ def test_rle_crowd_clipping_and_cleaning(tmp_path):
   assert list(rec[schema.IS_CROWD]) == [1, 0, 0]
   assert list(rec[schema.CLASS]) == [1, 1, 1]  # category 3 < 7 -> class 1
   assert list(rec[schema.CATEGORY_ID]) == [3, 3, 3]
-  assert list(rec[schema.POLYGONS_PER_INSTANCE]) == [0, 0, 1]
-  assert list(rec[schema.POLYGON_LENGTHS]) == [6]
+  assert summary["rle_to_polygons"] == 1  # the non-crowd RLE gets its traced outline too
+  assert list(rec[schema.POLYGONS_PER_INSTANCE]) == [0, 1, 1]
+  assert list(rec[schema.POLYGON_LENGTHS]) == [8, 6]
+  np.testing.assert_array_equal(rec[schema.POLYGON_XY][:8], [5, 4, 15, 4, 15, 9, 5, 9])
   np.testing.assert_array_equal(rec[schema.BOX_XYWH].reshape(-1, 4)[2], [0, 15, 30, 5])
   for rle in rec[schema.MASK_RLE][:2]:  # both RLEs decode to the mask
     decoded = mask_utils.decode({"size": [20, 30], "counts": rle})

@@ -27,6 +27,17 @@ compressed COCO RLE string (empty bytes for polygon instances); crowd
 regions are only used to ignore detections/anchors, never as mask targets,
 as in Detectron.
 
+Non-crowd RLE instances (e.g. the partly occluded objects of the synthetic
+data set) carry **both**: their RLE in ``MASK_RLE`` and polygons traced from
+the mask by the converter (`data_prep.mask_to_polygons`), so that they get
+mask targets like polygon instances. The polygons are the outer boundaries
+of the mask's 4-connected components along pixel edges (vertices at integer
+pixel corners), largest first, with holes filled (COCO polygons cannot
+express holes), simplified by Douglas-Peucker at the converter's
+``--polygon_tolerance`` (default 1 pixel; 0 keeps the exact outline, whose
+pixel-centre rasterization reproduces the hole-filled mask exactly). Only
+crowd instances, and non-crowd RLEs of an empty mask, have 0 polygons.
+
 Keypoints are ``KEYPOINTS``: ``num_instances * 17 * 3`` floats
 ``(x, y, visibility)`` in COCO's order and flags (0 not labelled, 1 labelled
 but not visible, 2 visible); absent for data sets without keypoints (the
@@ -35,6 +46,21 @@ decoder then fills zeros).
 Class ids: ``CLASS`` is the contiguous id in ``1..num_classes`` (0 is
 background); ``CATEGORY_ID`` keeps the data set's own id for evaluation. The
 mapping is saved beside the shards as ``label_map.json`` (`LABEL_MAP_FILE`).
+
+``label_map.json`` (written by data_prep's ``build_label_map``) is one json
+object: ``"classes"`` maps each contiguous class id, as a string ``"1"`` ..
+``"K"``, to ``{"category_id": <the data set's id>, "name": <category
+name>}``; classes are numbered in ascending category-id order. A category
+with keypoints (COCO's person) also has ``"keypoints"`` (its keypoint names)
+and ``"skeleton"`` (pairs of 1-based keypoint indices) in its entry, and the
+same two lists are repeated at the top level as ``"keypoint_names"`` and
+``"skeleton"``; both top-level keys are absent for data sets without
+keypoints. Example::
+
+  {"classes": {"1": {"category_id": 1, "name": "person",
+                     "keypoints": ["nose", ...], "skeleton": [[16, 14], ...]},
+               "2": {"category_id": 2, "name": "ellipse"}},
+   "keypoint_names": ["nose", ...], "skeleton": [[16, 14], ...]}
 """
 
 import tensorflow as tf
