@@ -18,8 +18,9 @@ Cleaning follows Detectron (`detectron/datasets/json_dataset.py`):
 * a non-crowd RLE instance (partly occluded objects of the synthetic data
   set, other non-COCO sources) also gets polygons traced from its mask
   (`data_prep.mask_to_polygons`: outer boundaries of its 4-connected
-  components along pixel edges, holes filled, Douglas-Peucker at
-  ``polygon_tolerance`` pixels), so that it has a Mask R-CNN target; its RLE
+  components along pixel edges, holes filled, simplified: by default
+  losslessly unless the instance would need more than TRACE_MAX_VERTICES
+  vertices, else at ``polygon_tolerance`` pixels), so that it has a Mask R-CNN target; its RLE
   is kept too. An RLE that decodes to an empty mask keeps 0 polygons, as
   before. Crowd regions stay RLE-only (never mask targets).
 * images without annotations are kept (Detectron keeps them for evaluation;
@@ -225,13 +226,20 @@ def compressed_rle(seg, height, width):
   return counts.encode() if isinstance(counts, str) else bytes(counts)
 
 
+# Vertex budget of a traced instance when no fixed tolerance is asked for:
+# below the input pipeline's default cap (256), which would otherwise decimate.
+TRACE_MAX_VERTICES = 192
+
+
 def rle_polygons(rle, height, width, tolerance):
   """Polygons traced from a compressed RLE's mask (`mask_to_polygons`), largest first."""
   mask = mask_utils.decode({"size": [height, width], "counts": rle})
+  if tolerance is None:
+    return m2p.mask_to_polygons_within(mask, TRACE_MAX_VERTICES)[0]
   return m2p.mask_to_polygons(mask, tolerance)
 
 
-def clean_instance(ann, image, category_to_class, has_keypoints, *, polygon_tolerance=1.0):
+def clean_instance(ann, image, category_to_class, has_keypoints, *, polygon_tolerance=None):
   """Cleans one validated annotation.
 
   Args:
@@ -240,7 +248,9 @@ def clean_instance(ann, image, category_to_class, has_keypoints, *, polygon_tole
     category_to_class: category id -> contiguous class.
     has_keypoints: whether the data set carries keypoints (zeros when absent).
     polygon_tolerance: Douglas-Peucker tolerance (pixels) of the polygons
-      traced from a non-crowd RLE; 0 keeps the exact pixel-edge outline.
+      traced from a non-crowd RLE; 0 keeps the exact pixel-edge outline;
+      None (default) is lossless unless that exceeds TRACE_MAX_VERTICES
+      vertices, then the smallest coarser tolerance that fits.
 
   Returns:
     (Instance, None) or (None, skip reason).

@@ -4,8 +4,8 @@ One `tf.train.Example` per image in the layout of `tfdet.data.schema`,
 written to ``{output_dir}/{prefix}-00000-of-0000N.tfrecord``, with the
 contiguous label map beside them (`schema.LABEL_MAP_FILE`). Cleaning rules
 are in `data_prep.coco_annotations`; non-crowd RLE instances also get
-polygons traced from their masks (`data_prep.mask_to_polygons`, simplified
-at ``--polygon_tolerance`` pixels), counted as ``rle_to_polygons`` in the
+polygons traced from their masks (`data_prep.mask_to_polygons`, lossless
+unless over a vertex budget, or at ``--polygon_tolerance`` pixels), counted as ``rle_to_polygons`` in the
 summary.
 
 Shards are built in parallel (a process pool over shards), each written
@@ -74,7 +74,7 @@ def read_image(path, image, *, verify=True):
 
 
 def image_example(image, image_dir, category_to_class, has_keypoints, stats, *, verify=True,
-                  polygon_tolerance=1.0):
+                  polygon_tolerance=None):
   """Builds the `tf.train.Example` of one image, counting skipped instances in ``stats``."""
   data, image_format = read_image(anns.image_path(image_dir, image), image, verify=verify)
   instances = []
@@ -156,7 +156,7 @@ def _job_fingerprint(annotations_file, image_dir, options):
 
 def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_workers=1,
                  skip_bad_annotations=False, prefix=None, verify_images=True,
-                 polygon_tolerance=1.0):
+                 polygon_tolerance=None):
   """Converts a COCO json and its images to TFRecord shards (resumable).
 
   Args:
@@ -169,7 +169,8 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
     prefix: shard name prefix; default the json's base name.
     verify_images: fully decode every image and check its size.
     polygon_tolerance: Douglas-Peucker tolerance (pixels) of the polygons
-      traced from non-crowd RLE masks; 0 keeps the exact pixel-edge outline.
+      traced from non-crowd RLE masks; 0 keeps the exact pixel-edge outline;
+      None: adaptive (`coco_annotations.clean_instance`).
 
   Returns:
     The summary dict: images, instances, crowd, images_without_instances,
@@ -181,7 +182,7 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
   """
   if num_shards < 1 or num_workers < 1:
     raise ValueError("num_shards and num_workers must be >= 1")
-  if polygon_tolerance < 0:
+  if polygon_tolerance is not None and polygon_tolerance < 0:
     raise ValueError(f"polygon_tolerance must be >= 0, got {polygon_tolerance}")
   prefix = prefix or os.path.splitext(os.path.basename(annotations_file))[0]
   start = time.time()
@@ -189,7 +190,8 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
   os.makedirs(output_dir, exist_ok=True)
   options = {"num_shards": num_shards, "prefix": prefix, "skip_bad": skip_bad_annotations,
              "verify_images": verify_images, "schema_version": SCHEMA_VERSION,
-             "polygon_tolerance": float(polygon_tolerance)}
+             "polygon_tolerance": (None if polygon_tolerance is None
+                                   else float(polygon_tolerance))}
   job = _job_fingerprint(annotations_file, image_dir, options)
   removed = shard_writer.remove_leftover_tmp(output_dir, prefix)
   if removed:
@@ -270,9 +272,10 @@ def _define_flags():
   flags.DEFINE_bool("skip_bad_annotations", False,
                     "Skip and count bad annotations and images instead of stopping.")
   flags.DEFINE_string("prefix", None, "Shard name prefix (default: the json's base name).")
-  flags.DEFINE_float("polygon_tolerance", 1.0,
+  flags.DEFINE_float("polygon_tolerance", None,
                      "Douglas-Peucker tolerance (pixels) of the polygons traced from non-crowd "
-                     "RLE masks; 0 keeps the exact pixel-edge outline.")
+                     "RLE masks; 0 keeps the exact pixel-edge outline; unset: lossless "
+                     "(0.49) unless an instance needs over 192 vertices, then coarser.")
   flags.mark_flags_as_required(["annotations_file", "image_dir", "output_dir"])
 
 

@@ -232,3 +232,27 @@ def mask_to_polygons(mask, tolerance=1.0):
     kept.append(v)
   offset = np.array([left - 1, top - 1], np.float64)  # undo crop and padding
   return [(simplify_closed(v, tolerance) + offset).reshape(-1).tolist() for v in kept]
+
+
+# Below 0.5 pixel no pixel-centre decision can change (every centre is at
+# least 0.5 from the staircase outline), so this tolerance is lossless.
+LOSSLESS_TOLERANCE = 0.49
+ADAPTIVE_TOLERANCES = (LOSSLESS_TOLERANCE, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+def mask_to_polygons_within(mask, max_vertices):
+  """Polygons of a mask, as exact as a vertex budget allows.
+
+  Tries the tolerances of ADAPTIVE_TOLERANCES in order (the first is
+  lossless) and returns the first result whose polygons total at most
+  `max_vertices` vertices, or the coarsest one.
+
+  Returns:
+    (polygons as in `mask_to_polygons`, the tolerance used).
+  """
+  polygons = []
+  for tolerance in ADAPTIVE_TOLERANCES:
+    polygons = mask_to_polygons(mask, tolerance)
+    if sum(len(p) // 2 for p in polygons) <= max_vertices:
+      break
+  return polygons, tolerance

@@ -219,3 +219,14 @@ def test_converter_traces_non_crowd_rle(tmp_path, tolerance):
   assert rec[schema.MASK_RLE][2] == crowd["counts"]
   with pytest.raises(ValueError, match="polygon_tolerance"):
     c2t.convert_coco(path, image_dir, out, polygon_tolerance=-1)
+
+
+def test_adaptive_tolerance_is_lossless_within_budget_and_coarser_beyond():
+  yy, xx = np.mgrid[0:80, 0:80]
+  disc = ((yy - 40) ** 2 + (xx - 40) ** 2) < 30 ** 2
+  polys, tol = m2p.mask_to_polygons_within(disc, max_vertices=10_000)
+  assert tol == m2p.LOSSLESS_TOLERANCE
+  assert polys == m2p.mask_to_polygons(disc, m2p.LOSSLESS_TOLERANCE)
+  polys, tol = m2p.mask_to_polygons_within(disc, max_vertices=40)
+  assert tol > m2p.LOSSLESS_TOLERANCE
+  assert sum(len(p) // 2 for p in polys) <= 40
