@@ -57,6 +57,23 @@ def _find_nvcc():
   return shutil.which("nvcc")
 
 
+def _cuda_home(nvcc):
+  """The toolkit folder holding lib64/libcudart_static.a for this nvcc.
+
+  nvcc on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), so the
+  candidates are $CUDA_HOME / $CUDA_PATH, nvcc's resolved grandparent, and
+  /usr/local/cuda.
+  """
+  candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                str(pathlib.Path(nvcc).resolve().parent.parent), "/usr/local/cuda"]
+  for home in candidates:
+    if home and (pathlib.Path(home) / "lib64" / "libcudart_static.a").exists():
+      return pathlib.Path(home)
+  raise RuntimeError(
+      f"found nvcc at {nvcc} but no CUDA toolkit with lib64/libcudart_static.a in "
+      f"{[c for c in candidates if c]}; set CUDA_HOME, or TFDET_BUILD_CUDA=0.")
+
+
 def _want_cuda():
   flag = os.environ.get("TFDET_BUILD_CUDA", "").strip()
   nvcc = _find_nvcc()
@@ -145,8 +162,7 @@ class BuildTfOps(build_ext):
     link = [cxx, "-shared", "-o", str(out), *[str(o) for _, _, o in jobs],
             *tf_lflags, "-Wl,-rpath,$ORIGIN"]
     if nvcc:
-      cuda_lib = pathlib.Path(nvcc).resolve().parent.parent / "lib64"
-      link += [f"-L{cuda_lib}", "-lcudart_static", "-ldl", "-lrt",
+      link += [f"-L{_cuda_home(nvcc) / 'lib64'}", "-lcudart_static", "-ldl", "-lrt",
                "-lpthread"]
     _run(link, str(out.name))
     print(f"tfdet: built {out.name} for TensorFlow {tf_version} "

@@ -24,14 +24,24 @@ cu_srcs=()
 for f in "$ops"/kernels/*.cu.cc; do [[ -e "$f" ]] && cu_srcs+=("$f"); done
 with_cuda=1
 if [[ $cpu_only == 1 || ${#cu_srcs[@]} == 0 ]]; then with_cuda=0; fi
+cuda_flags=()
+if [[ $with_cuda == 1 ]]; then
+  NVCC="${NVCC:-nvcc}"
+  # nvcc on PATH may be a wrapper script: find the toolkit that has the runtime.
+  cudahome=""
+  for c in "${CUDA_HOME:-}" "$(dirname "$(dirname "$(readlink -f "$(command -v "$NVCC")")")")" /usr/local/cuda; do
+    if [[ -n "$c" && -e "$c/lib64/libcudart_static.a" ]]; then cudahome="$c"; break; fi
+  done
+  [[ -n "$cudahome" ]] || { echo "no CUDA toolkit with lib64/libcudart_static.a found; set CUDA_HOME" >&2; exit 1; }
+  cuda_flags=(-I "$cudahome/include")
+fi
 for f in "${cc_srcs[@]}"; do
   o="$out/$(basename "$f").o"
-  "$CXX" -std=c++17 -O3 -fPIC -Wall -I "$ops" -DTFDET_HARNESS_WITH_CUDA=$with_cuda -c "$f" -o "$o"
+  "$CXX" -std=c++17 -O3 -fPIC -Wall -I "$ops" "${cuda_flags[@]}" -DTFDET_HARNESS_WITH_CUDA=$with_cuda -c "$f" -o "$o"
   objs+=("$o")
 done
 link=()
 if [[ $with_cuda == 1 ]]; then
-  NVCC="${NVCC:-nvcc}"
   archs="${CUDA_ARCHS:-90}"
   gencode=()
   for a in ${archs//;/ }; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
@@ -40,8 +50,7 @@ if [[ $with_cuda == 1 ]]; then
     "$NVCC" -std=c++17 -O3 -Xcompiler -fPIC -I "$ops" --expt-relaxed-constexpr -x cu "${gencode[@]}" -c "$f" -o "$o"
     objs+=("$o")
   done
-  cudalib="$(dirname "$(dirname "$(readlink -f "$(command -v "$NVCC")")")")/lib64"
-  link=(-L"$cudalib" -lcudart_static -ldl -lrt -lpthread)
+  link=(-L"$cudahome/lib64" -lcudart_static -ldl -lrt -lpthread)
 fi
 "$CXX" -shared -o "$out/libtfdet_kernels.so" "${objs[@]}" "${link[@]}"
 echo "built $out/libtfdet_kernels.so (cuda=$with_cuda)"
