@@ -47,7 +47,7 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
                anchor_start_size=32, anchor_ratios=(0.5, 1.0, 2.0),
                c4_anchor_sizes=(32, 64, 128, 256, 512), rpn_max_level=6, mlp_dim=1024,
                mask_num_convs=4, mask_conv_dim=256, rpn_settings=None, roi_settings=None,
-               implementation="custom", stage_blocks=None, width_divisor=1):
+               implementation="custom", stage_blocks=None, width_divisor=1, backbone=None):
   """An RPN, Faster R-CNN or Mask R-CNN on a ResNet/ResNeXt C4 or FPN.
 
   Args:
@@ -68,16 +68,19 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
       `config.c4_rpn_settings`, `config.c4_roi_settings`).
     implementation: "custom" ops or "reference".
     stage_blocks, width_divisor: shrink the trunk (tiny test models only).
+    backbone: None to build one from the arguments above, or an already-built
+      backbone model of the same shape (its weights are shared).
 
   Returns:
     GeneralizedRCNN.
   """
   if heads not in HEADS:
     raise ValueError(f"heads must be one of {HEADS}, got {heads!r}")
-  backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
-                       stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
-                       use_fpn=use_fpn, fpn_channels=fpn_channels, rpn_max_level=rpn_max_level,
-                       stage_blocks=stage_blocks, width_divisor=width_divisor)
+  if backbone is None:
+    backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
+                         stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
+                         use_fpn=use_fpn, fpn_channels=fpn_channels, rpn_max_level=rpn_max_level,
+                         stage_blocks=stage_blocks, width_divisor=width_divisor)
   roi_settings = roi_settings or (RoiHeadSettings() if use_fpn else c4_roi_settings())
   if use_fpn:
     rpn_levels = tuple(f"p{level}" for level in range(2, rpn_max_level + 1))
