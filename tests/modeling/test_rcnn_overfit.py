@@ -8,6 +8,7 @@ with trainable BatchNorm, which makes a from-scratch net trainable in a few
 hundred steps; the real configurations use Detectron's frozen BN.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -106,6 +107,12 @@ def test_detector_overfits(tmp_path, heads, use_fpn, steps):
   gt = _ground_truth(tmp_path, coco)
   stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, heads == "mask"), "bbox")
   assert stats["AP50"] >= 0.9 and stats["AP"] >= 0.6, summary
+  if heads == "faster" and use_fpn:
+    # Detectron's TEST.SOFT_NMS and TEST.BBOX_VOTE options run through the model.
+    model.roi_settings = dataclasses.replace(model.roi_settings, soft_nms_method="gaussian",
+                                             box_voting_threshold=0.8)
+    stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, False), "bbox")
+    assert stats["AP50"] >= 0.9, summary
   if heads == "mask":
     stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, True), "segm")
     # 14x14 (C4) masks of the one small triangle (~700 px) are coarse.

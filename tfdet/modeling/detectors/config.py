@@ -59,6 +59,12 @@ class RoiHeadSettings:
   score_threshold: float = 0.05
   nms_threshold: float = 0.5
   detections_per_image: int = 100
+  # TEST.SOFT_NMS: None for hard NMS, else "linear" or "gaussian".
+  soft_nms_method: str | None = None
+  soft_nms_sigma: float = 0.5
+  # TEST.BBOX_VOTE: off unless a threshold is given (Detectron: 0.8).
+  box_voting_threshold: float | None = None
+  box_voting_scoring: str = "ID"
 
   @property
   def max_fg_rois(self):

@@ -232,10 +232,14 @@ class GeneralizedRCNN(keras.Model):
     valid = tf.range(tf.shape(rois)[1])[None, :] < num_rois[:, None]
     if rs.class_agnostic_boxes:
       boxes = boxes[:, :, 1]
+    soft = None if rs.soft_nms_method is None else multiclass_nms.SoftNMSOptions(
+        method=rs.soft_nms_method, sigma=rs.soft_nms_sigma)
+    voting = None if rs.box_voting_threshold is None else multiclass_nms.BoxVotingOptions(
+        iou_threshold=rs.box_voting_threshold, scoring_method=rs.box_voting_scoring)
     dets = multiclass_nms.multiclass_nms(
         boxes, scores, score_threshold=rs.score_threshold, iou_threshold=rs.nms_threshold,
-        max_detections=rs.detections_per_image, convention=self.convention,
-        class_agnostic_boxes=rs.class_agnostic_boxes, valid=valid)
+        max_detections=rs.detections_per_image, convention=self.convention, soft_nms=soft,
+        box_voting=voting, class_agnostic_boxes=rs.class_agnostic_boxes, valid=valid)
     result = {
         out.DETECTION_BOXES: dets[multiclass_nms.DETECTION_BOXES],
         out.DETECTION_SCORES: dets[multiclass_nms.DETECTION_SCORES],

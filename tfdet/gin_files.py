@@ -1,0 +1,61 @@
+"""Finding and parsing tfdet's gin files (entry points only; library code
+takes plain arguments).
+
+Shipped configs live in ``gin_configs/`` at the top of the source tree;
+``include`` lines inside them are relative to that folder, which is added to
+gin's search path together with the folders of the files given.
+"""
+
+import contextlib
+import logging
+import os
+import pathlib
+
+import gin
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+
+
+@contextlib.contextmanager
+def _quiet_resource_lookups():
+  # gin first tries each include as a Python-package resource and logs an
+  # error when that fails, before it finds the file on the search path.
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
+
+
+def parse(gin_files, bindings=(), *, finalize=True):
+  """Parses gin files and bindings, with gin's own errors on bad input.
+
+  Args:
+    gin_files: paths of .gin files (absolute, relative to the working
+      directory, or relative to gin_configs/).
+    bindings: "scope/name.param = value" strings, applied after the files.
+    finalize: lock the configuration afterwards.
+
+  Raises:
+    FileNotFoundError: a gin file does not exist (the message names it).
+    ValueError / NameError / ...: gin's errors, naming the binding.
+  """
+  resolved = []
+  for f in gin_files:
+    path = pathlib.Path(f)
+    if not path.exists() and (CONFIG_DIR / path).exists():
+      path = CONFIG_DIR / path
+    if not path.exists():
+      raise FileNotFoundError(f"gin file not found: {f} (also looked in {CONFIG_DIR})")
+    resolved.append(str(path))
+    gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+  gin.add_config_file_search_path(str(CONFIG_DIR))
+  with _quiet_resource_lookups():
+    gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=finalize)
+
+
+def shipped_gin_files():
+  """Every .gin file under gin_configs/, sorted."""
+  return sorted(str(p) for p in CONFIG_DIR.rglob("*.gin"))
