@@ -143,8 +143,10 @@ class GeneralizedRCNN(keras.Model):
     r = tf.shape(rois)[1]
     pooled = self._pool(features, rois, self.roi_settings.box_roi_size)
     head = self.box_head(pooled, training=training)
-    logits = tf.reshape(head[CLASS_LOGITS], [batch, r, -1])  # [B, R, K+1]
-    deltas = tf.reshape(head[BOX_DELTAS], [batch, r, -1])  # [B, R, 4(K+1)]
+    # Static last dims (not -1): multiclass NMS needs a static class count in graphs.
+    logits = tf.reshape(head[CLASS_LOGITS],
+                        [batch, r, head[CLASS_LOGITS].shape[-1]])  # [B, R, K+1]
+    deltas = tf.reshape(head[BOX_DELTAS], [batch, r, head[BOX_DELTAS].shape[-1]])  # [B, R, 4(K+1)]
     return logits, deltas, head.get(RES5_FEATURES)
 
   def _mask_logits(self, features, rois, res5=None, training=False):

@@ -32,7 +32,7 @@ def build_fpn_mask_head(*, num_classes, in_channels=256, roi_size=14, num_convs=
   h = x
   for i in range(num_convs):
     h = keras.layers.Conv2D(conv_dim, 3, padding="same", activation="relu",
-                            kernel_initializer=msra_init(), name=f"_mask_fcn{i + 1}")(h)
+                            kernel_initializer=msra_init(), name=f"mask_fcn{i + 1}")(h)
   logits = _upsample_and_predict(h, num_classes=num_classes, conv_dim=conv_dim,
                                  class_agnostic=class_agnostic)
   return keras.Model(x, {MASK_LOGITS: logits}, name=name)

@@ -1,0 +1,54 @@
+"""Detectron's proposal recall on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from tfdet.evaluation import proposals_recall as pr
+
+
+def test_iou_uses_plus_one():
+  # 10x10 (+1) boxes offset by 5: inter 6*11 = 66, union 121 + 121 - 66 = 176.
+  iou = pr.box_iou([[5, 0, 15, 10]], [[0, 0, 10, 10]], convention="detectron")
+  assert iou[0, 0] == pytest.approx(66 / 176)
+  assert pr.box_iou([[5, 0, 15, 10]], [[0, 0, 10, 10]], convention="modern")[0, 0] == \
+      pytest.approx(50 / 150)
+
+
+def test_greedy_matching_is_one_to_one():
+  gt = [[0, 0, 9, 9], [100, 100, 109, 109]]
+  # One proposal equals gt 0; a second covers gt 0 at IoU 0.5 exactly and gt 1 not at all.
+  proposals = [[0, 0, 9, 9], [0, 0, 19, 4]]  # 20x5 = 100: inter 50, union 150 -> 1/3
+  recorded = pr.matched_overlaps(np.array(proposals, float), np.array(gt, float),
+                                 convention="detectron")
+  np.testing.assert_allclose(recorded, [1.0, 0.0])  # gt 1 only gets what is left: nothing
+
+
+def test_recall_over_thresholds_and_areas():
+  gt = np.array([[0, 0, 9, 9], [0, 0, 99, 99]], float)
+  areas = np.array([100.0, 10000.0])  # small and large
+  # Proposal 0 covers the large box at IoU 0.81 (90x90 of 100x100); proposal 1 the small exactly.
+  proposals = np.array([[0, 0, 89, 89], [0, 0, 9, 9]], float)
+  images = [{"proposals": proposals, "gt_boxes": gt, "gt_areas": areas}]
+  all_ = pr.proposal_recall(images, convention="detectron")
+  # thresholds 0.5..0.8 (7 values) recall 1, 0.85..0.95 (3) recall 1/2
+  assert all_["num_pos"] == 2
+  np.testing.assert_allclose(all_["recalls"], [1.0] * 7 + [0.5] * 3)
+  assert all_["ar"] == pytest.approx(0.85)
+  assert pr.proposal_recall(images, area="small", convention="detectron")["ar"] == 1.0
+  assert pr.proposal_recall(images, area="large", convention="detectron")["ar"] == \
+      pytest.approx(0.7)
+  assert pr.proposal_recall(images, area="medium", convention="detectron")["num_pos"] == 0
+  # limit=1 keeps proposal 0 only: the small box is missed.
+  one = pr.proposal_recall(images, limit=1, convention="detectron")
+  np.testing.assert_allclose(one["recalls"], [0.5] * 7 + [0.0] * 3)
+  metrics = pr.proposal_metrics(images, limits=(1, 100), convention="detectron")
+  assert metrics["AR@1"] == pytest.approx(0.35) and metrics["AR@100"] == pytest.approx(0.85)
+  assert set(metrics) == {f"{p}@{n}" for p in ("AR", "ARs", "ARm", "ARl") for n in (1, 100)}
+
+
+def test_image_without_proposals_counts_its_gt():
+  images = [{"proposals": np.zeros((0, 4)), "gt_boxes": np.array([[0, 0, 9, 9]], float),
+             "gt_areas": np.array([100.0])},
+            {"proposals": np.array([[0, 0, 9, 9]], float),
+             "gt_boxes": np.array([[0, 0, 9, 9]], float), "gt_areas": np.array([100.0])}]
+  assert pr.proposal_recall(images, convention="detectron")["ar"] == 0.5

@@ -1,0 +1,22 @@
+"""A tiny Mask R-CNN (as tests/modeling/test_rcnn_overfit.py) for export, eval and infer tests."""
+
+from tfdet.export import serving
+from tfdet.modeling.detectors import builders
+from tfdet.modeling.detectors.config import RoiHeadSettings, RpnSettings
+
+RPN = dict(pre_nms_top_n_train=300, post_nms_top_n_train=200, collect_top_n_train=200,
+           pre_nms_top_n_test=300, post_nms_top_n_test=100, collect_top_n_test=100,
+           batch_size_per_image=64)
+ROI = dict(batch_size_per_image=32, detections_per_image=20)
+PREPROCESSING = dict(scale=96, max_size=160)
+
+
+def tiny_model(*, heads="mask", num_classes=3, implementation="reference", roi=None):
+  """A built tiny FPN model (variables created)."""
+  model = builders.build_rcnn(
+      heads=heads, use_fpn=True, num_classes=num_classes, stage_blocks=(1, 1, 1, 1),
+      width_divisor=8, norm="bn", freeze_at=0, fpn_channels=32, mlp_dim=128, mask_conv_dim=32,
+      rpn_settings=RpnSettings(**RPN), roi_settings=RoiHeadSettings(**(roi or ROI)),
+      implementation=implementation)
+  model(serving.dummy_batch(), training=False)
+  return model

@@ -1,0 +1,103 @@
+r"""Evaluates checkpoints of a detector on COCO-format data (entry point).
+
+  python -m tfdet.evaluate --gin_file=models/mask_rcnn_fpn.gin \
+    --gin_param='eval/pipeline.build_dataset.file_pattern = "/data/coco/val-*"' \
+    --model_dir=/tmp/run --annotations_file=/data/coco/instances_val2017.json [--watch]
+
+The model is `builders.build_rcnn` as gin binds it; the data set is
+`pipeline.build_dataset(mode="eval")` under the gin scope ``eval/`` (bind its
+file_pattern, scales, max_size, ... there), with --file_pattern and
+--batch_size as overrides. The label map defaults to ``label_map.json``
+beside the shards. Results, metrics.json and TensorBoard scalars go to
+``model_dir/eval`` (one ``metrics.json`` per evaluation, the last one kept;
+``metrics-<step>.json`` too). With --watch every new checkpoint is
+evaluated as it appears, until none comes for --watch_timeout seconds.
+"""
+
+import json
+import os
+import shutil
+
+import gin
+import tensorflow as tf
+from absl import app, flags, logging
+
+from tfdet import gin_files
+from tfdet.data import pipeline, schema
+from tfdet.evaluation import runner
+from tfdet.export import serving
+from tfdet.modeling.detectors import builders
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_multi_string("gin_file", [], "Gin files (relative to gin_configs/ or paths).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied after the files.")
+  flags.DEFINE_string("model_dir", None, "Training directory (checkpoints); eval/ goes here.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate (default: the latest).")
+  flags.DEFINE_string("annotations_file", None, "COCO ground-truth json of the eval images.")
+  flags.DEFINE_string("label_map", None, "label_map.json (default: beside the shards).")
+  flags.DEFINE_string("file_pattern", None, "Eval shards (overrides the gin binding).")
+  flags.DEFINE_integer("batch_size", 1, "Eval images per batch.")
+  flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as it appears.")
+  flags.DEFINE_integer("watch_timeout", 3600, "Stop watching after this many idle seconds.")
+  flags.DEFINE_string("output_dir", None, "Default: model_dir/eval.")
+  flags.mark_flags_as_required(["model_dir", "annotations_file"])
+
+
+def build_eval_dataset(file_pattern, batch_size):
+  """`pipeline.build_dataset(mode="eval")` with the gin bindings of scope ``eval/``."""
+  build = gin.get_configurable(pipeline.build_dataset)
+  kwargs = dict(mode="eval", batch_size=batch_size)
+  if file_pattern:
+    kwargs["file_pattern"] = file_pattern
+  with gin.config_scope("eval"):
+    return build(**kwargs)
+
+
+def _file_pattern():
+  if FLAGS.file_pattern:
+    return FLAGS.file_pattern
+  try:
+    return gin.query_parameter("eval/pipeline.build_dataset.file_pattern")
+  except ValueError:
+    return None  # build_dataset then fails naming the missing argument
+
+
+def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
+  """Restores `path` into `model`, evaluates it and returns the metrics."""
+  step = runner.restore(model, path)
+  dataset = build_eval_dataset(file_pattern, FLAGS.batch_size)
+  metrics = runner.evaluate(model, dataset, annotations_file=FLAGS.annotations_file,
+                            label_map_file=label_map, output_dir=output_dir,
+                            convention=model.convention, step=step)
+  shutil.copy(os.path.join(output_dir, runner.METRICS_FILE),
+              os.path.join(output_dir, f"metrics-{step}.json"))
+  logging.info("step %d (%s): %s", step, path, json.dumps(metrics, indent=1, sort_keys=True))
+  return metrics
+
+
+def main(argv):
+  del argv
+  gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+  file_pattern = _file_pattern()
+  if not (FLAGS.label_map or file_pattern):
+    raise app.UsageError("give --label_map, or --file_pattern to find label_map.json")
+  label_map = FLAGS.label_map or os.path.join(
+      os.path.dirname(pipeline.list_files(file_pattern)[0]), schema.LABEL_MAP_FILE)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
+  model = gin.get_configurable(builders.build_rcnn)()
+  model(serving.dummy_batch(), training=False)  # create the variables before restoring
+  common = dict(file_pattern=file_pattern, label_map=label_map, output_dir=output_dir)
+  if not FLAGS.watch:
+    evaluate_checkpoint(model, runner.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint),
+                        **common)
+    return
+  for path in tf.train.checkpoints_iterator(FLAGS.model_dir, timeout=FLAGS.watch_timeout):
+    evaluate_checkpoint(model, path, **common)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,1 @@
+"""SavedModel export with fixed serving signatures (`serving`); ``python -m tfdet.export``."""

@@ -1,0 +1,60 @@
+r"""Exports a trained detector as a SavedModel for TF Serving (entry point).
+
+  python -m tfdet.export --gin_file=models/mask_rcnn_fpn.gin --model_dir=/tmp/run \
+    --export_dir=/tmp/run/export/1 [--checkpoint=PATH] [--scale=800 --max_size=1333]
+
+The model is built as gin binds it but with ``implementation="reference"``
+(pure-TF RoIAlign and proposals, so stock TF Serving runs the graph), the
+checkpoint's weights are restored into it, and `serving.export_saved_model`
+writes the signatures described in `tfdet.export.serving`.
+
+(This is ``tfdet/export/__main__.py``: a ``tfdet/export.py`` module would be
+shadowed by the ``tfdet/export/`` package.)
+"""
+
+import gin
+from absl import app, flags, logging
+
+from tfdet import gin_files
+from tfdet.evaluation import runner
+from tfdet.export import serving
+from tfdet.modeling.detectors import builders
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_multi_string("gin_file", [], "Gin files (relative to gin_configs/ or paths).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied after the files.")
+  flags.DEFINE_string("model_dir", None, "Training directory (checkpoints).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint to export (default: the latest).")
+  flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (e.g. .../export/1).")
+  flags.DEFINE_integer("scale", 800, "Shorter side of the in-graph resize (TEST.SCALE).")
+  flags.DEFINE_integer("max_size", 1333, "Longer-side cap (TEST.MAX_SIZE).")
+  flags.DEFINE_integer("size_divisibility", 32, "Canvas multiple (32 FPN, 1 is fine for C4).")
+  flags.mark_flags_as_required(["model_dir", "export_dir"])
+
+
+def load_reference_model(model_dir, checkpoint=None):
+  """The gin-bound model with pure-TF ops and the checkpoint's weights (gin parsed already)."""
+  model = gin.get_configurable(builders.build_rcnn)(implementation="reference")
+  model(serving.dummy_batch(), training=False)
+  path = runner.checkpoint_path(model_dir, checkpoint)
+  step = runner.restore(model, path)
+  logging.info("restored %s (step %d)", path, step)
+  return model
+
+
+def main(argv):
+  del argv
+  gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+  model = load_reference_model(FLAGS.model_dir, FLAGS.checkpoint)
+  serving.export_saved_model(model, FLAGS.export_dir, scale=FLAGS.scale,
+                             max_size=FLAGS.max_size,
+                             size_divisibility=FLAGS.size_divisibility)
+  logging.info("exported to %s", FLAGS.export_dir)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

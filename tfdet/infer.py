@@ -1,0 +1,130 @@
+r"""Runs a detector on image files and writes annotated images and COCO-format results.
+
+  python -m tfdet.infer --saved_model=/tmp/run/export/1 --input=img.jpg --input=folder/ \
+    --output_dir=/tmp/out [--score_threshold=0.5] [--label_map=label_map.json]
+  python -m tfdet.infer --gin_file=models/mask_rcnn_fpn.gin --model_dir=/tmp/run ...
+
+With --saved_model the exported ``serving_bytes`` signature runs (no tfdet op
+library needed); otherwise the gin-bound model with the checkpoint's weights
+is wrapped in the same `serving.DetectionModule` in process. Each image is
+written as ``<name>.png`` (PNG inputs) or ``<name>.jpg`` with boxes, labels
+and blended masks (`tfdet.visualization`), and ``results.json`` holds every
+detection above the threshold as COCO results (``image_id`` is the input's
+index, ``file_name`` added; ``category_id`` from the label map, else the
+class id; masks as RLE).
+"""
+
+import json
+import os
+
+import gin
+import tensorflow as tf
+from absl import app, flags, logging
+
+from tfdet import gin_files, visualization
+from tfdet.evaluation import coco, runner
+from tfdet.export import serving
+from tfdet.modeling.detectors import outputs as out
+from tfdet.ops import masks as mask_ops
+
+FLAGS = flags.FLAGS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+RESULTS_FILE = "results.json"
+
+
+def define_flags():
+  flags.DEFINE_string("saved_model", None, "An exported SavedModel directory.")
+  flags.DEFINE_multi_string("gin_file", [], "Gin files (instead of --saved_model).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings.")
+  flags.DEFINE_string("model_dir", None, "Training directory (with --gin_file).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint (default: the latest in model_dir).")
+  flags.DEFINE_multi_string("input", [], "Image files or folders of images.")
+  flags.DEFINE_string("output_dir", None, "Where annotated images and results.json go.")
+  flags.DEFINE_float("score_threshold", 0.5, "Detections below it are dropped.")
+  flags.DEFINE_string("label_map", None, "label_map.json for class names and category ids.")
+  flags.DEFINE_string("convention", "detectron", "Box convention of the model (mask pasting, "
+                      "COCO widths); with --gin_file the model's own.")
+  flags.DEFINE_integer("scale", 800, "Shorter side (with --gin_file; a SavedModel has its own).")
+  flags.DEFINE_integer("max_size", 1333, "Longer-side cap (with --gin_file).")
+  flags.mark_flags_as_required(["input", "output_dir"])
+
+
+def list_images(inputs):
+  """Image paths from files and folders (folders: their images, sorted)."""
+  paths = []
+  for item in inputs:
+    if tf.io.gfile.isdir(item):
+      paths += sorted(os.path.join(item, f) for f in tf.io.gfile.listdir(item)
+                      if f.lower().endswith(IMAGE_SUFFIXES))
+    else:
+      paths.append(item)
+  return paths
+
+
+def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
+             class_to_category=None, class_names=None):
+  """Runs `detect_bytes` ([1] string -> serving outputs) on each image and writes the outputs.
+
+  Returns:
+    the list of COCO result dicts written to results.json.
+  """
+  tf.io.gfile.makedirs(output_dir)
+  results = []
+  for index, path in enumerate(paths):
+    encoded = tf.io.read_file(path)
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    outputs = {k: v.numpy() for k, v in detect_bytes(tf.reshape(encoded, [1])).items()}
+    n = int(outputs[out.NUM_DETECTIONS][0])
+    keep = outputs[out.DETECTION_SCORES][0, :n] >= score_threshold
+    boxes = outputs[out.DETECTION_BOXES][0, :n][keep]
+    classes = outputs[out.DETECTION_CLASSES][0, :n][keep]
+    scores = outputs[out.DETECTION_SCORES][0, :n][keep]
+    masks = None
+    if out.DETECTION_MASKS in outputs:
+      masks = mask_ops.paste_masks(outputs[out.DETECTION_MASKS][0, :n][keep][None],
+                                   boxes[None], image.shape[0], image.shape[1],
+                                   convention=convention)[0].numpy()
+    drawn = visualization.draw_detections(image, boxes, classes, scores, masks=masks,
+                                          class_names=class_names, score_threshold=0.0)
+    stem, suffix = os.path.splitext(os.path.basename(path))
+    visualization.encode_image(
+        drawn, os.path.join(output_dir, stem + (".png" if suffix.lower() == ".png" else ".jpg")))
+    mapping = class_to_category or {int(c): int(c) for c in classes}
+    for entry in coco.detections_to_coco(index, boxes, scores, classes, len(boxes),
+                                         class_to_category=mapping, convention=convention,
+                                         masks=masks):
+      entry["file_name"] = os.path.basename(path)
+      results.append(entry)
+    logging.info("%s: %d detections >= %.2f", path, len(boxes), score_threshold)
+  with open(os.path.join(output_dir, RESULTS_FILE), "w") as f:
+    json.dump(results, f)
+  return results
+
+
+def main(argv):
+  del argv
+  convention = FLAGS.convention
+  if FLAGS.saved_model:
+    detect_bytes = tf.saved_model.load(FLAGS.saved_model).signatures[serving.BYTES_SIGNATURE]
+    run = lambda encoded: detect_bytes(encoded_images=encoded)  # noqa: E731
+  else:
+    from tfdet.modeling.detectors import builders  # only needed for the gin path
+
+    gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+    model = gin.get_configurable(builders.build_rcnn)()
+    model(serving.dummy_batch(), training=False)
+    runner.restore(model, runner.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint))
+    convention = model.convention
+    module = serving.DetectionModule(model, scale=FLAGS.scale, max_size=FLAGS.max_size)
+    run = module.serve_bytes  # `module` stays referenced: tf.function methods hold it weakly
+  class_to_category = class_names = None
+  if FLAGS.label_map:
+    class_to_category, class_names = runner.load_label_map(FLAGS.label_map)
+  annotate(run, list_images(FLAGS.input), FLAGS.output_dir,
+           score_threshold=FLAGS.score_threshold, convention=convention,
+           class_to_category=class_to_category, class_names=class_names)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

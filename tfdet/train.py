@@ -1,0 +1,118 @@
+r"""Trains a model of the zoo: ``python -m tfdet.train --gin_file=F ... --model_dir=DIR``.
+
+Example (a tiny model on the synthetic data set)::
+
+  python -m tfdet.train --gin_file=models/mask_rcnn_fpn.gin \
+      --gin_file=training/detectron_solver.gin \
+      --gin_param='train/inputs.build_input.file_pattern = "/data/train-*"' \
+      --model_dir=/tmp/run
+
+Gin binds `run` (solver, batch, strategy, intervals), `builders.build_rcnn`
+(the model) and ``train/inputs.build_input`` (the input pipeline). The
+configuration is parsed and checked before anything is built: a bad binding
+fails at once, naming it. The global batch is ``images_per_replica x
+replicas`` unless ``global_batch_size`` is set; when it differs from the
+solver's reference batch (16) the linear scaling rule
+(`schedules.scale_solver`) adjusts the LR and the iteration counts.
+"""
+
+import os
+import sys
+
+import gin
+from absl import app, flags, logging
+
+from tfdet import gin_files
+from tfdet.modeling.detectors import builders, rcnn_losses
+from tfdet.training import inputs, loop, schedules
+from tfdet.training import optimizer as opt_lib
+
+FLAGS = flags.FLAGS
+
+
+def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gamma=0.1,
+        warmup_iters=500, warmup_factor=1.0 / 3.0, reference_batch_size=16,
+        images_per_replica=2, global_batch_size=None, linear_scaling=True, momentum=0.9,
+        weight_decay=1e-4, weight_decay_norm=0.0, bias_lr_factor=2.0, bias_weight_decay=0.0,
+        clipnorm=None, mixed_precision=None, strategy="auto", checkpoint_interval=2000,
+        max_to_keep=5, summary_interval=20, log_interval=20, checkpoint_iterator=False,
+        init_checkpoint=None, train_input=inputs.build_input, model_fn=None):
+  """Builds everything from plain arguments (gin binds them) and trains.
+
+  Args:
+    model_dir: checkpoints and summaries.
+    base_lr, max_iter, lr_steps, gamma, warmup_iters, warmup_factor: the
+      solver at `reference_batch_size` images per step (`schedules.Solver`).
+    images_per_replica: images per replica when `global_batch_size` is None.
+    global_batch_size: None or the images per step over all replicas.
+    linear_scaling: rescale the solver to the global batch (`schedules.scale_solver`).
+    momentum ... clipnorm: `optimizer.DetectronSGD`.
+    mixed_precision: None, "float16" (loss scaling) or "bfloat16".
+    strategy: `loop.make_strategy` name.
+    checkpoint_interval ... init_checkpoint: `loop.Trainer`.
+    train_input: (input_context, batch_size=...) -> dataset, e.g.
+      ``@train/inputs.build_input``.
+    model_fn: () -> model; None: the gin-configured `builders.build_rcnn`.
+
+  Returns:
+    the last step's losses.
+  """
+  opt_lib.set_mixed_precision(mixed_precision)
+  dist = loop.make_strategy(strategy)
+  replicas = dist.num_replicas_in_sync
+  global_batch = global_batch_size or images_per_replica * replicas
+  if global_batch % replicas:
+    raise ValueError(f"global batch {global_batch} is not divisible by {replicas} replicas")
+  solver = schedules.Solver(base_lr=base_lr, max_iter=max_iter, steps=tuple(lr_steps),
+                            gamma=gamma, warmup_iters=warmup_iters,
+                            warmup_factor=warmup_factor, batch_size=reference_batch_size)
+  if linear_scaling:
+    solver = schedules.scale_solver(solver, global_batch)
+  logging.info("%d replicas, global batch %d, solver %s", replicas, global_batch, solver)
+  schedule = schedules.WarmupStepDecay.from_solver(solver)
+  model_fn = model_fn or gin.get_configurable(builders.build_rcnn)
+
+  def dataset_fn(ctx):
+    return train_input(ctx, batch_size=ctx.get_per_replica_batch_size(global_batch))
+
+  def loss_fn(model, batch):
+    return rcnn_losses.rcnn_losses(model, model(batch, training=True), batch)
+
+  def optimizer_fn():
+    return opt_lib.build_optimizer(
+        schedule, momentum=momentum, weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm, bias_lr_factor=bias_lr_factor,
+        bias_weight_decay=bias_weight_decay, clipnorm=clipnorm,
+        mixed_precision=mixed_precision)
+
+  trainer = loop.Trainer(
+      model_fn=model_fn, loss_fn=loss_fn, dataset_fn=dataset_fn, optimizer_fn=optimizer_fn,
+      model_dir=model_dir, total_steps=solver.max_iter, global_batch_size=global_batch,
+      strategy=dist, checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
+      summary_interval=summary_interval, log_interval=log_interval,
+      checkpoint_iterator=checkpoint_iterator, init_checkpoint=init_checkpoint,
+      total_loss_key=rcnn_losses.TOTAL_LOSS)
+  return trainer.train()
+
+
+def _define_flags():
+  flags.DEFINE_multi_string("gin_file", [], "Gin files (paths or relative to gin_configs/).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'run.max_iter = 10'.")
+  flags.DEFINE_string("model_dir", None, "Checkpoints and summaries.", required=True)
+
+
+def main(argv):
+  del argv
+  # `python -m tfdet.train` runs this file as __main__; the gin files import
+  # `tfdet.train`, so bind and call that module's `run`.
+  from tfdet import train as train_module
+  gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+  os.makedirs(FLAGS.model_dir, exist_ok=True)
+  with open(os.path.join(FLAGS.model_dir, "config.gin"), "w") as f:
+    f.write(gin.config_str())
+  gin.get_configurable(train_module.run)(model_dir=FLAGS.model_dir)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  sys.exit(app.run(main))

@@ -1,0 +1,1 @@
+"""Training: Detectron's solver (schedule, SGD), checkpoints and the distributed loop."""
