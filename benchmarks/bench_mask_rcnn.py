@@ -23,14 +23,6 @@ import tensorflow as tf  # noqa: E402
 from tfdet.data import keys  # noqa: E402
 from tfdet.modeling.detectors import builders, rcnn_losses  # noqa: E402
 
-BACKBONES = {
-    "R-50": dict(depth=50),
-    "R-101": dict(depth=101),
-    "X-101-32x8d": dict(depth=101, num_groups=32, width_per_group=8, stride_in_1x1=False),
-    "X-101-64x4d": dict(depth=101, num_groups=64, width_per_group=4, stride_in_1x1=False),
-    "X-152-32x8d": dict(depth=152, num_groups=32, width_per_group=8, stride_in_1x1=False),
-}
-
 
 def _batch(height=800, width=1344, valid_width=1333, instances=8):
   rng = np.random.default_rng(0)
@@ -88,7 +80,7 @@ def step_times(implementation, runs):
 
 def param_counts():
   rows = []
-  for name, kwargs in BACKBONES.items():
+  for name, kwargs in builders.BACKBONES.items():
     for use_fpn in (True, False):
       shared = None
       for heads in builders.HEADS:

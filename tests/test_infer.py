@@ -14,23 +14,7 @@ from tfdet import visualization
 
 DEMO = "/work/shared/data/demo_images"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN = """
-include 'models/mask_rcnn_fpn.gin'
-builders.build_rcnn:
-  num_classes = 3
-  stage_blocks = (1, 1, 1, 1)
-  width_divisor = 8
-  norm = "bn"
-  freeze_at = 0
-  fpn_channels = 32
-  mlp_dim = 128
-  mask_conv_dim = 32
-config.RpnSettings:
-  pre_nms_top_n_test = 300
-  post_nms_top_n_test = 100
-  collect_top_n_test = 100
-config.RoiHeadSettings.detections_per_image = 20
-"""
+GIN = tiny.tiny_gin(num_classes=3)
 LABEL_MAP = {"classes": {"1": {"category_id": 3, "name": "cat"},
                          "2": {"category_id": 7, "name": "dog"}}}
 

@@ -15,26 +15,7 @@ from tfdet.modeling.detectors import rcnn_losses
 
 DATA = dict(scales=(96,), max_size=160, max_instances=16, max_polygon_vertices=64)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GIN = """
-from __gin__ import dynamic_registration
-from tfdet.data import pipeline
-from tfdet.modeling.detectors import builders
-from tfdet.modeling.detectors import config
-include 'models/mask_rcnn_fpn.gin'
-builders.build_rcnn:
-  num_classes = 8
-  stage_blocks = (1, 1, 1, 1)
-  width_divisor = 8
-  norm = "bn"
-  freeze_at = 0
-  fpn_channels = 32
-  mlp_dim = 128
-  mask_conv_dim = 32
-config.RpnSettings:
-  pre_nms_top_n_test = 300
-  post_nms_top_n_test = 100
-  collect_top_n_test = 100
-config.RoiHeadSettings.detections_per_image = 20
+GIN = tiny.tiny_gin(num_classes=8) + """
 eval/pipeline.build_dataset:
   scales = (96,)
   max_size = 160

@@ -11,6 +11,24 @@ ROI = dict(batch_size_per_image=32, detections_per_image=20)
 PREPROCESSING = dict(scale=96, max_size=160)
 
 
+def tiny_gin(*, num_classes=3, imports=()):
+  """Gin bindings (over models/mask_rcnn_fpn.gin) of the same tiny model, for the CLIs.
+
+  `imports`: extra gin import lines for what the caller binds after this text
+  (dynamic registration resolves names per file).
+  """
+  lines = ["from __gin__ import dynamic_registration", "from tfdet.data import pipeline",
+           "from tfdet.modeling.detectors import builders",
+           "from tfdet.modeling.detectors import config", *imports,
+           "include 'models/mask_rcnn_fpn.gin'", "builders.build_rcnn:",
+           f"  num_classes = {num_classes}", "  stage_blocks = (1, 1, 1, 1)",
+           "  width_divisor = 8", '  norm = "bn"', "  freeze_at = 0", "  fpn_channels = 32",
+           "  mlp_dim = 128", "  mask_conv_dim = 32"]
+  lines += [f"config.RpnSettings.{k} = {v}" for k, v in RPN.items()]
+  lines += [f"config.RoiHeadSettings.{k} = {v}" for k, v in ROI.items()]
+  return "\n".join(lines) + "\n"
+
+
 def tiny_model(*, heads="mask", num_classes=3, implementation="reference", roi=None):
   """A built tiny FPN model (variables created)."""
   model = builders.build_rcnn(

@@ -11,14 +11,6 @@ from tfdet.modeling.detectors import builders
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.config import c4_rpn_settings
 
-BACKBONES = {
-    "R-50": dict(depth=50),
-    "R-101": dict(depth=101),
-    "X-101-32x8d": dict(depth=101, num_groups=32, width_per_group=8, stride_in_1x1=False),
-    "X-101-64x4d": dict(depth=101, num_groups=64, width_per_group=4, stride_in_1x1=False),
-    "X-152-32x8d": dict(depth=152, num_groups=32, width_per_group=8, stride_in_1x1=False),
-}
-
 
 def _inputs(height, width, batch=1):
   return {
@@ -51,7 +43,7 @@ def test_full_size_part_counts_r50_fpn_and_c4():
   assert c4.mask_head.count_params() == 2_118_225
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(builders.BACKBONES))
 @pytest.mark.parametrize("use_fpn", [True, False], ids=["FPN", "C4"])
 def test_every_backbone_and_head_builds_and_runs(name, use_fpn):
   shared = None
@@ -60,7 +52,7 @@ def test_every_backbone_and_head_builds_and_runs(name, use_fpn):
   rpn = None if use_fpn else c4_rpn_settings(post_nms_top_n_test=100, collect_top_n_test=100)
   for heads in builders.HEADS:
     model = builders.build_rcnn(heads=heads, use_fpn=use_fpn, backbone=shared, rpn_settings=rpn,
-                                **BACKBONES[name])
+                                **builders.BACKBONES[name])
     shared = model.backbone
     outputs = model(_inputs(64, 96), training=False)
     # P2..P5 of 64x96 are exact; P6 subsamples P5 (2x3) to 1x2.

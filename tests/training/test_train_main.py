@@ -8,26 +8,12 @@ import sys
 import pytest
 import tensorflow as tf
 
+from tests.export import tiny
 from tfdet.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = """
-builders.build_rcnn:
-  num_classes = 8
-  stage_blocks = (1, 1, 1, 1)
-  width_divisor = 8
-  norm = "bn"
-  freeze_at = 0
-  fpn_channels = 32
-  mlp_dim = 64
-  mask_conv_dim = 32
-  rpn_settings = @config.RpnSettings()
-  roi_settings = @config.RoiHeadSettings()
-config.RpnSettings:
-  pre_nms_top_n_train = 200
-  post_nms_top_n_train = 100
-  collect_top_n_train = 100
-config.RoiHeadSettings.batch_size_per_image = 32
+TINY = tiny.tiny_gin(num_classes=8, imports=("from tfdet import train",
+                                             "from tfdet.training import inputs")) + """
 train.run:
   max_iter = 3
   lr_steps = (2,)

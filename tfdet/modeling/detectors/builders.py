@@ -24,6 +24,16 @@ from tfdet.ops import anchors as anchor_ops
 
 HEADS = ("rpn", "faster", "mask")
 
+# The model zoo's trunks as `build_rcnn` arguments (Detectron's RESNETS keys;
+# gin_configs/backbones/ binds the same values).
+BACKBONES = {
+    "R-50": dict(depth=50),
+    "R-101": dict(depth=101),
+    "X-101-32x8d": dict(depth=101, num_groups=32, width_per_group=8, stride_in_1x1=False),
+    "X-101-64x4d": dict(depth=101, num_groups=64, width_per_group=4, stride_in_1x1=False),
+    "X-152-32x8d": dict(depth=152, num_groups=32, width_per_group=8, stride_in_1x1=False),
+}
+
 
 def _backbone(*, depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at, use_fpn,
               fpn_channels, rpn_max_level, stage_blocks, width_divisor):
