@@ -83,7 +83,7 @@ def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0
 
 
 def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, convention,
-             step=None, proposal_limits=(100, 1000)):
+             step=None, proposal_limits=(100, 1000), run_fn=None):
   """Evaluates a detector and writes results, metrics.json and TensorBoard scalars.
 
   Args:
@@ -96,13 +96,15 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
     convention: the model's box convention.
     step: global step of the checkpoint (TensorBoard x axis; None: 0).
     proposal_limits: proposal counts of the AR metrics.
+    run_fn: None (`run_model`) or a function with `run_model`'s signature
+      and result that produces the detections (e.g. test-time augmentation).
 
   Returns:
     dict of metrics: "bbox/AP", ..., "segm/AP", ... (`coco.STAT_NAMES`) and
     "proposals/AR@100", ... (Detectron's proposal AR).
   """
   class_to_category, _ = load_label_map(label_map_file)
-  collected = run_model(model, dataset, class_to_category=class_to_category,
+  collected = (run_fn or run_model)(model, dataset, class_to_category=class_to_category,
                         convention=convention)
   gt = coco.load_ground_truth(annotations_file)
   image_ids = collected["image_ids"]
