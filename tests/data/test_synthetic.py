@@ -91,3 +91,39 @@ def test_converts_cleanly(generated):
   os.utime(shard, ns=(0, 0))
   synthetic.ensure_synthetic_tfrecords(root, seed=3, **_SMALL)
   assert os.stat(shard).st_mtime_ns == 0
+
+
+def test_simple_style(tmp_path):
+  """The quickstart's style: plain scenes of 1-4 separate, medium-or-larger, uncrowded objects."""
+  root = str(tmp_path / "simple")
+  synthetic.generate_synthetic_coco(root, seed=5, num_train_images=12, num_val_images=1,
+                                    image_size=(160, 224), style="simple")
+  coco = COCO(os.path.join(root, "annotations", "instances_train.json"))
+  per_image = collections.Counter(a["image_id"] for a in coco.anns.values())
+  assert len(per_image) == 12 and set(per_image.values()) <= {1, 2, 3, 4}
+  categories = set()
+  for image_id in coco.getImgIds():
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+    union = np.zeros((coco.imgs[image_id]["height"], coco.imgs[image_id]["width"]), int)
+    for a in anns:
+      assert not a["iscrowd"] and isinstance(a["segmentation"], list)  # nothing covered
+      mask = coco.annToMask(a)
+      assert mask.sum() == a["area"]
+      union += mask
+      categories.add(a["category_id"])
+      if a["bbox"][0] > 0 and a["bbox"][1] > 0:  # not cut by the top/left border
+        assert a["area"] >= 0.25 * 24 ** 2
+    assert union.max() == 1  # no two objects overlap
+  assert len(categories) >= 5
+  with open(os.path.join(root, "synthetic_config.json")) as f:
+    assert json.load(f)["style"] == "simple"
+  with pytest.raises(ValueError, match="style"):
+    synthetic.generate_synthetic_coco(str(tmp_path / "bad"), seed=5, num_train_images=1,
+                                      num_val_images=1, style="fancy")
+
+
+def test_standard_style_config_unchanged(generated):
+  """The standard set's config (its cache key) has no style entry: old data sets stay valid."""
+  root, _ = generated
+  with open(os.path.join(root, "coco", "synthetic_config.json")) as f:
+    assert "style" not in json.load(f)

@@ -51,9 +51,19 @@ _SPLIT_IMAGE_ID_OFFSET = {"train": 1, "val": 1_000_001}
 _CONFIG_FILE = "synthetic_config.json"
 _MIN_VISIBLE_PIXELS = 4
 
+# Styles: "standard" is the data set described above. "simple" is the
+# quickstart's: plain gradient backgrounds, 1-4 flat-coloured objects that
+# contrast with the background, medium and large only (24^2 px and up), no
+# overlap, no crowd regions; the same categories, shapes, people and keypoints.
+# It is what a from-scratch model learns in minutes on a CPU.
+STYLES = ("standard", "simple")
 
-def _target_area(rng, height, width):
+
+def _target_area(rng, height, width, style="standard"):
   """An object area drawn across COCO's small (< 32^2), medium and large (> 96^2) classes."""
+  if style == "simple":  # 24^2 px up to a sixth of the image
+    lo, hi = 576.0, max(height * width / 6.0, 1200.0)
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
   u = rng.uniform()
   if u < 0.35:
     lo, hi = 60.0, 900.0
@@ -74,7 +84,7 @@ def _centre(rng, height, width, layers):
   return np.array([rng.uniform(-0.05, 1.05) * width, rng.uniform(-0.05, 1.05) * height])
 
 
-def _shape_layer(rng, img, kind, category_id, centre, area):
+def _shape_layer(rng, img, kind, category_id, centre, area, colour=None):
   height, width = img.shape[:2]
   unit = shapes.unit_shape(kind, rng)
   unit_area = sum(shapes.polygon_area(p) for p in unit)
@@ -84,12 +94,12 @@ def _shape_layer(rng, img, kind, category_id, centre, area):
   mask = shapes.rasterize(polygons, width, height)
   if mask.sum() < _MIN_VISIBLE_PIXELS:
     return None
-  shapes.paint(img, mask, rng)
+  shapes.paint(img, mask, rng, colour=colour, flat=colour is not None)
   return {"category_id": category_id, "polygons": polygons, "mask": mask, "keypoints": None,
           "crowd": False}
 
 
-def _person_layer(rng, img, centre, area):
+def _person_layer(rng, img, centre, area, colour=None):
   height, width = img.shape[:2]
   figure_height = np.sqrt(area / 0.12)  # a figure covers about 0.12 h^2
   parts, keypoints = shapes.person(rng, centre, figure_height)
@@ -97,7 +107,7 @@ def _person_layer(rng, img, centre, area):
   mask = shapes.rasterize(polygons, width, height)
   if mask.sum() < _MIN_VISIBLE_PIXELS:
     return None
-  shapes.paint(img, mask, rng)
+  shapes.paint(img, mask, rng, colour=colour, flat=colour is not None)
   head = shapes.clip_polygons(parts[-1:], width, height)
   shapes.paint(img, shapes.rasterize(head, width, height) & mask, rng,
                colour=rng.uniform([150, 100, 60], [240, 200, 170]))
@@ -140,13 +150,59 @@ def _keypoints(layer, occluder, height, width):
   return out, sum(1 for v in out[2::3] if v > 0)
 
 
-def render_image(rng, height, width, *, crowd_probability=0.3):
+def _contrasting_colour(rng, img):
+  """A colour at least 100 (L1 over BGR) from the background's mean colour."""
+  mean = img.reshape(-1, 3).mean(axis=0)
+  for _ in range(50):
+    colour = rng.uniform(0, 255, 3)
+    if np.abs(colour - mean).sum() >= 100:
+      return colour
+  return np.where(mean > 127, 20.0, 235.0)
+
+
+def _simple_layers(rng, img):
+  """The "simple" style's 1-4 objects, none overlapping another."""
+  height, width = img.shape[:2]
+  layers, painted = [], np.zeros((height, width), bool)
+  for _ in range(int(rng.integers(1, 5))):
+    for _ in range(20):  # placement attempts
+      centre = np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height])
+      area = _target_area(rng, height, width, "simple")
+      trial = img.copy()
+      colour = _contrasting_colour(rng, img)
+      if rng.uniform() < 0.25:
+        layer = _person_layer(rng, trial, centre, area, colour=colour)
+      else:
+        category_id, kind = CATEGORIES[int(rng.integers(1, len(CATEGORIES)))]
+        layer = _shape_layer(rng, trial, kind, category_id, centre, area, colour=colour)
+      if layer is None or (layer["mask"] & painted).any():
+        continue
+      img[...] = trial
+      painted |= layer["mask"]
+      layers.append(layer)
+      break
+  return layers
+
+
+def render_image(rng, height, width, *, crowd_probability=0.3, style="standard"):
   """Draws one image; returns (uint8 [H, W, 3], annotation dicts without ids).
 
   Each annotation dict has the COCO fields category_id, segmentation, area,
   bbox, iscrowd and, for people, keypoints and num_keypoints.
   """
-  img = shapes.background(rng, height, width)
+  if style not in STYLES:
+    raise ValueError(f"unknown synthetic style {style!r}; expected one of {STYLES}")
+  if style == "simple":
+    img = shapes.background(rng, height, width, plain=True)
+    layers = _simple_layers(rng, img)
+  else:
+    img = shapes.background(rng, height, width)
+    layers = _standard_layers(rng, img, crowd_probability)
+  return _annotate(img, layers)
+
+
+def _standard_layers(rng, img, crowd_probability):
+  height, width = img.shape[:2]
   layers = []
   if rng.uniform() < crowd_probability:
     crowd = _crowd_layer(rng, img)
@@ -162,6 +218,11 @@ def render_image(rng, height, width, *, crowd_probability=0.3):
       layer = _shape_layer(rng, img, kind, category_id, centre, area)
     if layer is not None:
       layers.append(layer)
+  return layers
+
+
+def _annotate(img, layers):
+  height, width = img.shape[:2]
   annotations = []
   occluder = np.zeros((height, width), bool)
   for layer in reversed(layers):  # later layers cover earlier ones
@@ -189,14 +250,14 @@ def _image_size(rng, image_size):
   return (short, long) if rng.uniform() < 0.6 else (long, short)
 
 
-def _split_json(split, seed, num_images, image_size, image_dir):
+def _split_json(split, seed, num_images, image_size, image_dir, style):
   """Renders one split, writing its JPEGs; returns (images, annotations) COCO lists."""
   images, annotations = [], []
   split_index = SPLITS.index(split)
   for i in range(num_images):
     rng = np.random.default_rng([seed, split_index, i])
     height, width = _image_size(rng, image_size)
-    pixels, anns = render_image(rng, height, width)
+    pixels, anns = render_image(rng, height, width, style=style)
     image_id = _SPLIT_IMAGE_ID_OFFSET[split] + i
     file_name = f"{image_id:012d}.jpg"
     tf.io.write_file(os.path.join(image_dir, file_name),
@@ -220,7 +281,7 @@ def _write_json(path, obj):
 
 
 def generate_synthetic_coco(output_dir, *, num_train_images, num_val_images, seed,
-                            image_size=(192, 320)):
+                            image_size=(192, 320), style="standard"):
   """Writes the synthetic data set (deterministic from ``seed``); skips if already written.
 
   Args:
@@ -228,12 +289,17 @@ def generate_synthetic_coco(output_dir, *, num_train_images, num_val_images, see
     num_train_images, num_val_images: images per split.
     seed: int.
     image_size: (min, max) of the shorter side; the longer is 1-1.5 times it.
+    style: "standard" or "simple" (`STYLES`, described at the top).
 
   Returns:
     {split: {"image_dir", "instances", "person_keypoints"}} paths.
   """
   config = {"num_train_images": num_train_images, "num_val_images": num_val_images,
             "seed": seed, "image_size": list(image_size), "version": 1}
+  if style not in STYLES:
+    raise ValueError(f"unknown synthetic style {style!r}; expected one of {STYLES}")
+  if style != "standard":  # the standard set's config (and so its cache key) is unchanged
+    config["style"] = style
   ann_dir = os.path.join(output_dir, "annotations")
   paths = {split: {"image_dir": os.path.join(output_dir, split),
                    "instances": os.path.join(ann_dir, f"instances_{split}.json"),
@@ -250,11 +316,11 @@ def generate_synthetic_coco(output_dir, *, num_train_images, num_val_images, see
                  else "shape"} for cid, name in CATEGORIES]
   person = dict(categories[0], keypoints=list(schema.KEYPOINT_NAMES),
                 skeleton=[list(s) for s in SKELETON])
-  info = {"description": f"tfdet synthetic shapes, seed {seed}", "version": "1"}
+  info = {"description": f"tfdet synthetic shapes, {style} style, seed {seed}", "version": "1"}
   for split, num_images in (("train", num_train_images), ("val", num_val_images)):
     os.makedirs(paths[split]["image_dir"], exist_ok=True)
     images, annotations = _split_json(split, seed, num_images, image_size,
-                                      paths[split]["image_dir"])
+                                      paths[split]["image_dir"], style)
     instances = [{k: v for k, v in a.items() if k not in ("keypoints", "num_keypoints")}
                  for a in annotations]
     _write_json(paths[split]["instances"], {"info": info, "licenses": [], "images": images,
@@ -269,8 +335,8 @@ def generate_synthetic_coco(output_dir, *, num_train_images, num_val_images, see
 
 
 def ensure_synthetic_tfrecords(data_dir, *, num_train_images=200, num_val_images=50, seed=0,
-                               image_size=(192, 320), num_train_shards=2, num_val_shards=1,
-                               num_workers=1):
+                               image_size=(192, 320), style="standard", num_train_shards=2,
+                               num_val_shards=1, num_workers=1):
   """Generates the synthetic COCO data set and its TFRecords under ``data_dir`` if not there.
 
   Idempotent: the generator and the converter both skip finished work.
@@ -287,7 +353,7 @@ def ensure_synthetic_tfrecords(data_dir, *, num_train_images=200, num_val_images
   coco = generate_synthetic_coco(os.path.join(data_dir, "coco"),
                                  num_train_images=num_train_images,
                                  num_val_images=num_val_images, seed=seed,
-                                 image_size=image_size)
+                                 image_size=image_size, style=style)
   out = {"instances": {}, "person_keypoints": {}, "label_map": {},
          "annotations": {split: {k: coco[split][k] for k in ("instances", "person_keypoints")}
                          for split in SPLITS}}
@@ -311,6 +377,7 @@ def _define_flags():
   flags.DEFINE_integer("num_train_images", 200, "Training images.")
   flags.DEFINE_integer("num_val_images", 50, "Validation images.")
   flags.DEFINE_list("image_size", ["192", "320"], "min,max of the shorter side.")
+  flags.DEFINE_enum("style", "standard", STYLES, "standard, or simple (the quickstart's).")
   flags.DEFINE_bool("tfrecords", False,
                     "Also convert to TFRecords (output_dir is then the data_dir of "
                     "ensure_synthetic_tfrecords).")
@@ -323,11 +390,11 @@ def main(argv):
   if FLAGS.tfrecords:
     out = ensure_synthetic_tfrecords(FLAGS.output_dir, num_train_images=FLAGS.num_train_images,
                                      num_val_images=FLAGS.num_val_images, seed=FLAGS.seed,
-                                     image_size=size)
+                                     image_size=size, style=FLAGS.style)
   else:
     out = generate_synthetic_coco(FLAGS.output_dir, num_train_images=FLAGS.num_train_images,
                                   num_val_images=FLAGS.num_val_images, seed=FLAGS.seed,
-                                  image_size=size)
+                                  image_size=size, style=FLAGS.style)
   logging.info("synthetic data set: %s", json.dumps(out, indent=1))
 
 

@@ -167,14 +167,19 @@ def rasterize(polygons, width, height):
   return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def background(rng, height, width):
-  """A textured background [H, W, 3] float in [0, 255]: gradient, blotches, stripes, noise."""
+def background(rng, height, width, plain=False):
+  """A textured background [H, W, 3] float in [0, 255]: gradient, blotches, stripes, noise.
+
+  ``plain``: the gradient and a little noise only.
+  """
   yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
   angle = rng.uniform(0, 2 * np.pi)
   t = (xx * np.cos(angle) + yy * np.sin(angle)) / max(height, width)
   t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
   c0, c1 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
   img = c0 + (c1 - c0) * t[..., None]
+  if plain:
+    return img + rng.normal(0, 3, img.shape)
   # Low-frequency blotches: a coarse random grid, bilinearly upsampled.
   gh, gw = int(rng.integers(3, 8)), int(rng.integers(3, 8))
   grid = rng.normal(0, 25, (gh, gw, 3))
@@ -202,13 +207,13 @@ def texture(rng, yy, xx, kind, amplitude):
   return rng.normal(0, amplitude, xx.shape)
 
 
-def paint(img, mask, rng, colour=None):
-  """Fills ``mask`` of ``img`` in place with a random colour and texture."""
+def paint(img, mask, rng, colour=None, flat=False):
+  """Fills ``mask`` of ``img`` in place with a random colour and texture (``flat``: none)."""
   ys, xs = np.nonzero(mask)
   if len(ys) == 0:
     return
   colour = rng.uniform(0, 255, 3) if colour is None else np.asarray(colour, float)
-  kind = rng.choice(["flat", "stripes", "checks", "noise"])
+  kind = "flat" if flat else rng.choice(["flat", "stripes", "checks", "noise"])
   yy, xx = ys.astype(np.float32), xs.astype(np.float32)
   pattern = 0.0 if kind == "flat" else texture(rng, yy, xx, kind, rng.uniform(10, 35))
   img[ys, xs] = colour + np.asarray(pattern)[..., None] + rng.normal(0, 4, (len(ys), 3))
