@@ -20,6 +20,13 @@ Environment variables:
 * ``TFDET_BUILD_JOBS``: parallel compile jobs (default: number of CPUs).
 
 A compiler error stops the install with the compiler's message.
+
+The gin configs ship inside the package: ``gin_configs/`` (which stays at the
+top of the source tree, where the docs and configs refer to it) is mapped to
+the package ``tfdet.gin_configs`` (one package per folder, ``*.gin`` as
+package data), so a wheel installs them as ``tfdet/gin_configs/**.gin``;
+`tfdet.gin_files` finds them there or, in a source checkout, at the top of
+the tree. ``MANIFEST.in`` puts them and the op sources into the sdist.
 """
 
 import concurrent.futures
@@ -34,7 +41,35 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = pathlib.Path(__file__).resolve().parent
 OPS_DIR = ROOT / "custom_ops"
+GIN_DIR = "gin_configs"
+GIN_PACKAGE = "tfdet.gin_configs"
 DEFAULT_ARCHS = "75;80;86;89;90"
+
+
+def package_config(root=ROOT):
+  """The packages, package_dir and package_data given to setuptools.setup.
+
+  The Python packages are tfdet and data_prep with their subpackages. Every
+  folder of ``gin_configs/`` that holds ``.gin`` files becomes a package
+  under ``tfdet.gin_configs`` whose data are its ``.gin`` files (listing
+  each folder as a package, rather than ``**/*.gin`` on the top one, keeps
+  setuptools from warning about data folders that look like packages).
+
+  Returns:
+    dict with "packages", "package_dir" and "package_data".
+  """
+  root = pathlib.Path(root)
+  packages = setuptools.find_namespace_packages(
+      where=str(root), include=["tfdet", "tfdet.*", "data_prep", "data_prep.*"])
+  package_data = {}
+  for folder in sorted({p.parent for p in (root / GIN_DIR).rglob("*.gin")}):
+    rel = folder.relative_to(root / GIN_DIR).parts
+    package_data[".".join((GIN_PACKAGE, *rel))] = ["*.gin"]
+  if GIN_PACKAGE not in package_data:
+    package_data[GIN_PACKAGE] = []
+  packages += [p for p in sorted(package_data) if p not in packages]
+  return {"packages": packages, "package_dir": {GIN_PACKAGE: GIN_DIR},
+          "package_data": package_data}
 
 
 def _sources():
@@ -169,7 +204,9 @@ class BuildTfOps(build_ext):
           f"({'CPU+CUDA' if nvcc else 'CPU only'})", file=sys.stderr)
 
 
-setuptools.setup(
-    ext_modules=[TfOpsExtension("tfdet.ops._tfdet_ops")],
-    cmdclass={"build_ext": BuildTfOps},
-)
+if __name__ == "__main__":
+  setuptools.setup(
+      ext_modules=[TfOpsExtension("tfdet.ops._tfdet_ops")],
+      cmdclass={"build_ext": BuildTfOps},
+      **package_config(),
+  )

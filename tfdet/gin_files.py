@@ -1,19 +1,39 @@
 """Finding and parsing tfdet's gin files (entry points only; library code
 takes plain arguments).
 
-Shipped configs live in ``gin_configs/`` at the top of the source tree;
-``include`` lines inside them are relative to that folder, which is added to
-gin's search path together with the folders of the files given.
+Shipped configs live in ``gin_configs/`` at the top of the source tree, and
+an installed wheel carries them as the package data ``tfdet/gin_configs/``
+(setup.py maps the one onto the other). `CONFIG_DIR` is whichever exists:
+the installed copy first, else the source tree's (a checkout, or an editable
+install, which imports tfdet from the checkout). ``include`` lines inside
+the configs are relative to that folder, which is added to gin's search path
+together with the folders of the files given.
 """
 
 import contextlib
+import importlib.resources
 import logging
 import os
 import pathlib
 
 import gin
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+PACKAGE_DIR_NAME = "gin_configs"
+
+
+def find_config_dir():
+  """The folder of the shipped .gin files: ``tfdet/gin_configs`` if installed, else the tree's.
+
+  The source tree's folder is returned even when missing (a broken install):
+  `parse` then names it in its FileNotFoundError.
+  """
+  installed = pathlib.Path(str(importlib.resources.files("tfdet") / PACKAGE_DIR_NAME))
+  if installed.is_dir():
+    return installed
+  return pathlib.Path(__file__).resolve().parent.parent / PACKAGE_DIR_NAME
+
+
+CONFIG_DIR = find_config_dir()
 
 
 @contextlib.contextmanager

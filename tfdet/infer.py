@@ -7,11 +7,14 @@ r"""Runs a detector on image files and writes annotated images and COCO-format r
 With --saved_model the exported ``serving_bytes`` signature runs (no tfdet op
 library needed); otherwise the gin-bound model with the checkpoint's weights
 is wrapped in the same `serving.DetectionModule` in process. Each image is
-written as ``<name>.png`` (PNG inputs) or ``<name>.jpg`` with boxes, labels
-and blended masks (`tfdet.visualization`), and ``results.json`` holds every
-detection above the threshold as COCO results (``image_id`` is the input's
-index, ``file_name`` added; ``category_id`` from the label map, else the
-class id; masks as RLE).
+written as ``<name>.png`` (PNG inputs) or ``<name>.jpg`` with boxes, labels,
+blended masks and, for keypoint models, keypoints above --keypoint_threshold
+joined by COCO's skeleton (`tfdet.visualization`), and ``results.json``
+holds every detection above the threshold as COCO results (``image_id`` is
+the input's index, ``file_name`` added; ``category_id`` from the label map,
+else the class id; masks as RLE; keypoints as COCO's ``[x, y, v] * 17``
+with v = 1, as Detectron writes them, plus ``keypoint_scores``, the 17
+keypoint scores).
 """
 
 import json
@@ -41,6 +44,8 @@ def define_flags():
   flags.DEFINE_multi_string("input", [], "Image files or folders of images.")
   flags.DEFINE_string("output_dir", None, "Where annotated images and results.json go.")
   flags.DEFINE_float("score_threshold", 0.5, "Detections below it are dropped.")
+  flags.DEFINE_float("keypoint_threshold", visualization.KEYPOINT_THRESHOLD,
+                     "Keypoints with a score (heatmap logit) at or below it are not drawn.")
   flags.DEFINE_string("label_map", None, "label_map.json for class names and category ids.")
   flags.DEFINE_string("convention", "detectron", "Box convention of the model (mask pasting, "
                       "COCO widths); with --gin_file the model's own.")
@@ -62,8 +67,19 @@ def list_images(inputs):
 
 
 def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
-             class_to_category=None, class_names=None):
+             class_to_category=None, class_names=None,
+             keypoint_threshold=visualization.KEYPOINT_THRESHOLD):
   """Runs `detect_bytes` ([1] string -> serving outputs) on each image and writes the outputs.
+
+  Args:
+    detect_bytes: [1] encoded image -> the serving outputs (`serving`).
+    paths: image files.
+    output_dir: where the drawn images and results.json go.
+    score_threshold: detections below it are dropped.
+    convention: the model's box convention.
+    class_to_category: contiguous class id -> category id (None: the id).
+    class_names: class id -> name for the labels (None: the id).
+    keypoint_threshold: keypoints at or below it are not drawn (all are written).
 
   Returns:
     the list of COCO result dicts written to results.json.
@@ -84,15 +100,27 @@ def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
       masks = mask_ops.paste_masks(outputs[out.DETECTION_MASKS][0, :n][keep][None],
                                    boxes[None], image.shape[0], image.shape[1],
                                    convention=convention)[0].numpy()
+    keypoints = None
+    if out.DETECTION_KEYPOINTS in outputs:
+      keypoints = outputs[out.DETECTION_KEYPOINTS][0, :n][keep]  # [D', J, 3] original pixels
     drawn = visualization.draw_detections(image, boxes, classes, scores, masks=masks,
-                                          class_names=class_names, score_threshold=0.0)
+                                          keypoints=keypoints, class_names=class_names,
+                                          score_threshold=0.0,
+                                          keypoint_threshold=keypoint_threshold)
     stem, suffix = os.path.splitext(os.path.basename(path))
     visualization.encode_image(
         drawn, os.path.join(output_dir, stem + (".png" if suffix.lower() == ".png" else ".jpg")))
     mapping = class_to_category or {int(c): int(c) for c in classes}
-    for entry in coco.detections_to_coco(index, boxes, scores, classes, len(boxes),
-                                         class_to_category=mapping, convention=convention,
-                                         masks=masks):
+    entries = coco.detections_to_coco(index, boxes, scores, classes, len(boxes),
+                                      class_to_category=mapping, convention=convention,
+                                      masks=masks)
+    if keypoints is not None:
+      kp_entries = coco.keypoints_to_coco(index, keypoints, scores, classes, len(boxes),
+                                          class_to_category=mapping)
+      for entry, kp, kp_entry in zip(entries, keypoints, kp_entries, strict=True):
+        entry["keypoints"] = kp_entry["keypoints"]
+        entry["keypoint_scores"] = [float(v) for v in kp[:, 2]]
+    for entry in entries:
       entry["file_name"] = os.path.basename(path)
       results.append(entry)
     logging.info("%s: %d detections >= %.2f", path, len(boxes), score_threshold)
@@ -122,7 +150,8 @@ def main(argv):
     class_to_category, class_names = runner.load_label_map(FLAGS.label_map)
   annotate(run, list_images(FLAGS.input), FLAGS.output_dir,
            score_threshold=FLAGS.score_threshold, convention=convention,
-           class_to_category=class_to_category, class_names=class_names)
+           class_to_category=class_to_category, class_names=class_names,
+           keypoint_threshold=FLAGS.keypoint_threshold)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 Boxes are 2-pixel rectangles, masks are blended at 40% in the class colour,
 and each box gets a label "name score" in a built-in 3x5 pixel font (digits,
 upper-case letters, '.', '-', ' '; other characters draw as blanks), scaled
-x2 on a filled background at the box's top-left corner. Images are encoded
-with tf.io.encode_png / encode_jpeg.
+x2 on a filled background at the box's top-left corner. Keypoints whose
+score passes a threshold (2 on the heatmap logit, as Detectron's
+visualization) are dots joined by COCO's skeleton lines, a line only where
+both its ends pass; keypoint ``j`` and limb ``l`` take fixed colours of a hue
+ramp. Images are encoded with tf.io.encode_png / encode_jpeg.
 """
 
 import numpy as np
@@ -25,6 +28,14 @@ _FONT = {
 }
 _GLYPH_SCALE = 2
 
+# COCO's person skeleton (the "skeleton" of person_keypoints_*.json, which
+# numbers keypoints from 1) with 0-based indices into COCO's 17 keypoints.
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
+                 (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5),
+                 (4, 6))
+# Detectron's visualization draws keypoints whose logit exceeds 2.
+KEYPOINT_THRESHOLD = 2.0
+
 
 def class_color(class_id):
   """A stable, saturated RGB colour [3] uint8 for a class id."""
@@ -32,6 +43,54 @@ def class_color(class_id):
   color = rng.integers(64, 256, size=3)
   color[int(class_id) % 3] = 255
   return color.astype(np.uint8)
+
+
+def hue_color(index, count):
+  """RGB [3] uint8 of hue index / count at full saturation and value (a rainbow ramp)."""
+  h = 6.0 * (index % max(count, 1)) / max(count, 1)
+  x = 1.0 - abs(h % 2.0 - 1.0)
+  rgb = [(1, x, 0), (x, 1, 0), (0, 1, x), (0, x, 1), (x, 0, 1), (1, 0, x)][int(h) % 6]
+  return np.round(255 * np.array(rgb)).astype(np.uint8)
+
+
+def _paint_discs(canvas, xs, ys, radius, color):
+  """Paints discs of `radius` pixels around the pixels holding points (xs, ys) (in place)."""
+  r = int(np.ceil(radius))
+  dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+  inside = dx ** 2 + dy ** 2 <= radius ** 2 + 1e-6
+  px = np.floor(np.asarray(xs, float)).astype(np.int64)[:, None] + dx[inside][None]
+  py = np.floor(np.asarray(ys, float)).astype(np.int64)[:, None] + dy[inside][None]
+  ok = (px >= 0) & (px < canvas.shape[1]) & (py >= 0) & (py < canvas.shape[0])
+  canvas[py[ok], px[ok]] = color
+
+
+def draw_keypoints(canvas, keypoints, *, threshold=KEYPOINT_THRESHOLD, skeleton=COCO_SKELETON,
+                   radius=2.0, line_width=1.0):
+  """Draws one instance's keypoints and skeleton on `canvas` (in place).
+
+  Args:
+    canvas: [H, W, 3] uint8.
+    keypoints: [J, 3] (x, y, score), x and y in the canvas' continuous pixel
+      coordinates (pixel (i, j) covers [i, i + 1) x [j, j + 1)).
+    threshold: keypoints with score <= threshold are not drawn, nor the
+      lines that touch them.
+    skeleton: pairs (a, b) of 0-based keypoint indices to join (pairs past
+      J are skipped); () draws the dots only.
+    radius: dot radius in pixels.
+    line_width: line width in pixels.
+  """
+  kps = np.asarray(keypoints, float)
+  shown = kps[:, 2] > threshold
+  for limb, (a, b) in enumerate(skeleton):
+    if a >= len(kps) or b >= len(kps) or not (shown[a] and shown[b]):
+      continue
+    length = float(np.hypot(*(kps[b, :2] - kps[a, :2])))
+    t = np.linspace(0.0, 1.0, int(np.ceil(2 * length)) + 2)[:, None]
+    points = (1 - t) * kps[a, :2] + t * kps[b, :2]  # [S, 2], two samples per pixel
+    color = hue_color(limb, len(skeleton))
+    _paint_discs(canvas, points[:, 0], points[:, 1], line_width / 2, color)
+  for j in np.flatnonzero(shown):
+    _paint_discs(canvas, kps[j:j + 1, 0], kps[j:j + 1, 1], radius, hue_color(j, len(kps)))
 
 
 def text_bitmap(text):
@@ -58,18 +117,23 @@ def _draw_text(image, text, x, y, color):
   inner[sub[:inner.shape[0], :inner.shape[1]]] = 0
 
 
-def draw_detections(image, boxes, classes, scores, *, masks=None, class_names=None,
-                    score_threshold=0.5, thickness=2, mask_alpha=0.4):
+def draw_detections(image, boxes, classes, scores, *, masks=None, keypoints=None,
+                    class_names=None, score_threshold=0.5, thickness=2, mask_alpha=0.4,
+                    keypoint_threshold=KEYPOINT_THRESHOLD, skeleton=COCO_SKELETON):
   """Draws detections above a score threshold on a copy of the image.
 
   Args:
     image: [H, W, 3] uint8 RGB.
     boxes: [D, 4] (x1, y1, x2, y2) image pixels. classes: [D] int. scores: [D].
     masks: None or [D, H, W] binary masks pasted into the image.
+    keypoints: None or [D, J, 3] (x, y, score) in image pixels
+      (`outputs.DETECTION_KEYPOINTS`).
     class_names: {class id: name}; None shows the id.
     score_threshold: detections below it are not drawn.
     thickness: box line width in pixels.
     mask_alpha: mask blending weight.
+    keypoint_threshold: keypoints with a score at or below it are not drawn.
+    skeleton: keypoint pairs joined by lines (`draw_keypoints`).
 
   Returns:
     [H, W, 3] uint8.
@@ -91,6 +155,8 @@ def draw_detections(image, boxes, classes, scores, *, masks=None, class_names=No
     canvas[max(y2 - t + 1, 0):y2 + 1, x1:x2 + 1] = color
     canvas[y1:y2 + 1, x1:x1 + t] = color
     canvas[y1:y2 + 1, max(x2 - t + 1, 0):x2 + 1] = color
+    if keypoints is not None:
+      draw_keypoints(canvas, keypoints[i], threshold=keypoint_threshold, skeleton=skeleton)
     name = (class_names or {}).get(int(classes[i]), str(int(classes[i])))
     _draw_text(canvas, f"{name} {float(scores[i]):.2f}", x1, y1, color)
   return canvas

@@ -4,16 +4,20 @@
 `tfdet.data.pipeline.build_dataset(mode="eval")` (padding images, IMAGE_ID
 -1, skipped) and collects COCO result dicts (`coco.detections_to_coco`:
 boxes already in original pixels; masks pasted into each image's original
-size, IMAGE_INFO[:, 3:5]) and, for RPN models, the proposals in original
-pixels. `evaluate` writes ``bbox_results.json`` / ``segm_results.json``,
-runs pycocotools and Detectron's proposal recall, and writes
+size, IMAGE_INFO[:, 3:5]; keypoints, already in original pixels, by
+`coco.keypoints_to_coco`) and the proposals in original pixels.
+`evaluate` writes ``bbox_results.json`` / ``segm_results.json`` /
+``keypoints_results.json``, runs pycocotools (keypoints against a
+person_keypoints json) and Detectron's proposal recall, and writes
 ``metrics.json`` and TensorBoard scalars into ``output_dir``.
 """
 
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
+from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from tfdet.data import keys
@@ -23,6 +27,7 @@ from tfdet.modeling.detectors import outputs as out
 from tfdet.ops import masks as mask_ops
 
 METRICS_FILE = "metrics.json"
+KEYPOINT_RESULTS_FILE = "keypoints_results.json"
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
 
@@ -35,7 +40,8 @@ def load_label_map(path):
           {int(k): v["name"] for k, v in classes.items()})
 
 
-def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0.5):
+def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0.5,
+              keypoint_confidence="bbox"):
   """Runs a detector over an eval data set.
 
   Args:
@@ -44,47 +50,93 @@ def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0
     class_to_category: contiguous class id -> data set category id.
     convention: the model's box convention.
     mask_threshold: mask binarization threshold (0.5).
+    keypoint_confidence: how keypoint instances are scored
+      (`coco.KEYPOINT_CONFIDENCES`; "bbox" as Detectron's 12_2017 configs).
 
   Returns:
     dict with "bbox" and "segm" (lists of COCO results; "segm" empty without
     masks), "proposals" {image_id: [P, 4] original pixels, score order},
-    and "image_ids" (list).
+    "image_ids" (list) and, only when the model outputs
+    `outputs.DETECTION_KEYPOINTS`, "keypoints" (COCO keypoint results).
   """
   predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
   results = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
   for batch in dataset:
     outputs = predict({keys.IMAGES: batch[keys.IMAGES], keys.IMAGE_INFO: batch[keys.IMAGE_INFO]})
-    ids = batch[keys.IMAGE_ID].numpy()
-    info = batch[keys.IMAGE_INFO].numpy()
-    for i, image_id in enumerate(ids):
-      if image_id < 0:
-        continue
-      results["image_ids"].append(int(image_id))
-      n_prop = int(outputs[out.NUM_PROPOSALS][i])
-      results["proposals"][int(image_id)] = (outputs[out.PROPOSALS][i, :n_prop].numpy()
-                                             / info[i, 2])
-      if out.DETECTION_BOXES not in outputs:
-        continue
-      n = int(outputs[out.NUM_DETECTIONS][i])
-      boxes = outputs[out.DETECTION_BOXES][i, :n]
-      pasted = None
-      if out.DETECTION_MASKS in outputs:
-        pasted = mask_ops.paste_masks(
-            outputs[out.DETECTION_MASKS][i:i + 1, :n], boxes[None], int(info[i, 3]),
-            int(info[i, 4]), threshold=mask_threshold, convention=convention)[0].numpy()
-      dets = coco.detections_to_coco(
-          image_id, boxes.numpy(), outputs[out.DETECTION_SCORES][i, :n].numpy(),
-          outputs[out.DETECTION_CLASSES][i, :n].numpy(), n,
-          class_to_category=class_to_category, convention=convention, masks=pasted)
-      results["bbox"] += [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
-      if pasted is not None:
-        results["segm"] += dets
+    collect_batch(results, outputs, batch[keys.IMAGE_ID], batch[keys.IMAGE_INFO],
+                  class_to_category=class_to_category, convention=convention,
+                  mask_threshold=mask_threshold, keypoint_confidence=keypoint_confidence)
   return results
 
 
+_COLLECTED = (out.PROPOSALS, out.NUM_PROPOSALS, out.DETECTION_BOXES, out.DETECTION_SCORES,
+              out.DETECTION_CLASSES, out.NUM_DETECTIONS, out.DETECTION_MASKS,
+              out.DETECTION_KEYPOINTS)
+
+
+def collect_batch(results, outputs, image_ids, image_info, *, class_to_category, convention,
+                  mask_threshold=0.5, keypoint_confidence="bbox"):
+  """Adds one batch of detector outputs to `run_model`'s results (in place).
+
+  The conversion `run_model` applies to each batch, for loops that produce
+  detector outputs their own way (test-time augmentation, oracles in tests).
+
+  Args:
+    results: the dict being filled ("bbox", "segm", "proposals", "image_ids"
+      and, once keypoints are seen, "keypoints").
+    outputs: the detector's output dict (`tfdet.modeling.detectors.outputs`;
+      tensors or arrays), with at least PROPOSALS and NUM_PROPOSALS.
+    image_ids: [B] data set image ids; -1 rows (padding images) are skipped.
+    image_info: [B, 5] (`keys.IMAGE_INFO`).
+    class_to_category, convention, mask_threshold, keypoint_confidence: as
+      `run_model`.
+  """
+  outputs = {k: np.asarray(outputs[k]) for k in _COLLECTED if k in outputs}
+  ids = np.asarray(image_ids)
+  info = np.asarray(image_info)
+  if out.DETECTION_KEYPOINTS in outputs:
+    results.setdefault("keypoints", [])
+  for i, image_id in enumerate(ids):
+    if image_id < 0:
+      continue
+    results["image_ids"].append(int(image_id))
+    n_prop = int(outputs[out.NUM_PROPOSALS][i])
+    results["proposals"][int(image_id)] = outputs[out.PROPOSALS][i, :n_prop] / info[i, 2]
+    if out.DETECTION_BOXES not in outputs:
+      continue
+    n = int(outputs[out.NUM_DETECTIONS][i])
+    boxes = outputs[out.DETECTION_BOXES][i, :n]
+    scores = outputs[out.DETECTION_SCORES][i, :n]
+    classes = outputs[out.DETECTION_CLASSES][i, :n]
+    pasted = None
+    if out.DETECTION_MASKS in outputs:
+      pasted = mask_ops.paste_masks(
+          outputs[out.DETECTION_MASKS][i:i + 1, :n], boxes[None], int(info[i, 3]),
+          int(info[i, 4]), threshold=mask_threshold, convention=convention)[0].numpy()
+    dets = coco.detections_to_coco(
+        image_id, boxes, scores, classes, n, class_to_category=class_to_category,
+        convention=convention, masks=pasted)
+    results["bbox"] += [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+    if pasted is not None:
+      results["segm"] += dets
+    if out.DETECTION_KEYPOINTS in outputs:
+      results["keypoints"] += coco.keypoints_to_coco(
+          image_id, outputs[out.DETECTION_KEYPOINTS][i, :n], scores, classes, n,
+          class_to_category=class_to_category, confidence=keypoint_confidence)
+
+
 def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, convention,
-             step=None, proposal_limits=(100, 1000), run_fn=None):
+             step=None, proposal_limits=(100, 1000), run_fn=None,
+             keypoint_annotations_file=None, keypoint_confidence=None):
   """Evaluates a detector and writes results, metrics.json and TensorBoard scalars.
+
+  Keypoints are evaluated when the collected results have them (the model
+  outputs `outputs.DETECTION_KEYPOINTS`): their results go to
+  ``keypoints_results.json`` and pycocotools' "keypoints" evaluation runs
+  against `keypoint_annotations_file`, or against `annotations_file` when
+  that defines keypoints itself (Detectron evaluates keypoint models on the
+  person_keypoints json, boxes included). Without keypoint ground truth the
+  results are written and the AP is skipped with a warning.
 
   Args:
     model: a built detector.
@@ -98,14 +150,22 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
     proposal_limits: proposal counts of the AR metrics.
     run_fn: None (`run_model`) or a function with `run_model`'s signature
       and result that produces the detections (e.g. test-time augmentation).
+    keypoint_annotations_file: None, or a COCO json with keypoint annotations
+      of the same images (e.g. ``person_keypoints_val2017.json``); giving it
+      for a model without keypoint outputs is an error.
+    keypoint_confidence: None (the run function's default: "bbox", as
+      Detectron) or one of `coco.KEYPOINT_CONFIDENCES`, passed to the run
+      function as ``keypoint_confidence``.
 
   Returns:
-    dict of metrics: "bbox/AP", ..., "segm/AP", ... (`coco.STAT_NAMES`) and
+    dict of metrics: "bbox/AP", ..., "segm/AP", ... (`coco.STAT_NAMES`),
+    "keypoints/AP", ... (`coco.KEYPOINT_STAT_NAMES`, keypoint models) and
     "proposals/AR@100", ... (Detectron's proposal AR).
   """
   class_to_category, _ = load_label_map(label_map_file)
+  options = {} if keypoint_confidence is None else {"keypoint_confidence": keypoint_confidence}
   collected = (run_fn or run_model)(model, dataset, class_to_category=class_to_category,
-                        convention=convention)
+                                    convention=convention, **options)
   gt = coco.load_ground_truth(annotations_file)
   image_ids = collected["image_ids"]
   os.makedirs(output_dir, exist_ok=True)
@@ -119,6 +179,7 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
       json.dump(collected[iou_type], f)
     stats, _ = coco.evaluate(gt, collected[iou_type], iou_type, image_ids=image_ids)
     metrics.update({f"{iou_type}/{k}": v for k, v in stats.items()})
+  metrics.update(_keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir))
   images = []
   for image_id in image_ids:
     boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention=convention)
@@ -139,6 +200,30 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
                        metadata=_SCALAR_METADATA)
   writer.flush()
   return metrics
+
+
+def _keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir):
+  """Writes keypoints_results.json and returns {"keypoints/AP": ...} (see `evaluate`)."""
+  if "keypoints" not in collected:
+    if keypoint_annotations_file is not None:
+      raise ValueError("keypoint_annotations_file given, but the results have no keypoints "
+                       f"(the model outputs no {out.DETECTION_KEYPOINTS}, or run_fn does not "
+                       "collect them)")
+    return {}
+  with open(os.path.join(output_dir, KEYPOINT_RESULTS_FILE), "w") as f:
+    json.dump(collected["keypoints"], f)
+  kp_gt = gt if keypoint_annotations_file is None else coco.load_ground_truth(
+      keypoint_annotations_file)
+  if not coco.has_keypoints(kp_gt):
+    if keypoint_annotations_file is not None:
+      raise ValueError(f"{keypoint_annotations_file} defines no keypoints (no category with "
+                       "a 'keypoints' list)")
+    logging.warning("the model outputs keypoints but the annotations define none: keypoint AP "
+                    "skipped (pass keypoint_annotations_file, e.g. person_keypoints_*.json)")
+    return {}
+  stats, _ = coco.evaluate(kp_gt, collected["keypoints"], "keypoints",
+                           image_ids=collected["image_ids"])
+  return {f"keypoints/{k}": v for k, v in stats.items()}
 
 
 def checkpoint_path(model_dir, checkpoint=None):

@@ -6,7 +6,9 @@ r"""Exports a trained detector as a SavedModel for TF Serving (entry point).
 The model is built as gin binds it but with ``implementation="reference"``
 (pure-TF RoIAlign and proposals, so stock TF Serving runs the graph), the
 checkpoint's weights are restored into it, and `serving.export_saved_model`
-writes the signatures described in `tfdet.export.serving`.
+writes the signatures described in `tfdet.export.serving` (their outputs are
+the model's: masks for mask models, ``detection_keypoints`` for keypoint
+models).
 
 (This is ``tfdet/export/__main__.py``: a ``tfdet/export.py`` module would be
 shadowed by the ``tfdet/export/`` package.)

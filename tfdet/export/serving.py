@@ -22,7 +22,8 @@ padding at the bottom/right to the batch's largest resized image rounded up
 to ``size_divisibility``; IMAGE_INFO is (resized_h, resized_w, im_scale,
 original_h, original_w) per image.
 
-Outputs (D = detections_per_image, M = mask resolution):
+Outputs (D = detections_per_image, M = mask resolution; a model's outputs
+only, e.g. no masks from Faster R-CNN):
 
 * ``detection_boxes`` [B, D, 4] float32 (x1, y1, x2, y2) in each image's
   original pixels, in the model's box convention;
@@ -34,6 +35,11 @@ Outputs (D = detections_per_image, M = mask resolution):
   [D, H, W] per image, do not batch across sizes and make responses of
   ~100 x H x W values; a client pastes them (`tfdet.ops.masks.paste_masks`,
   as `tfdet.infer` does);
+* ``detection_keypoints`` [B, D, J, 3] float32 (keypoint models): per
+  detection, J keypoints (17 COCO keypoints in COCO's order) as (x, y,
+  score), x and y in each image's original pixels like the boxes (the frame
+  of COCO's keypoint annotations), score the heatmap logit at the keypoint
+  (`tfdet.modeling.detectors.outputs` has the details);
 * ``image_info`` [B, 5] float32, as above;
 * RPN-only models: ``proposals`` [B, P, 4] in original pixels,
   ``proposal_scores`` [B, P], ``num_proposals`` [B].
@@ -110,8 +116,9 @@ class DetectionModule(tf.Module):
                 out.PROPOSAL_SCORES: result[out.PROPOSAL_SCORES],
                 out.NUM_PROPOSALS: result[out.NUM_PROPOSALS]}
     else:
+      # Boxes and keypoints come out of the model in original pixels already.
       names = (out.DETECTION_BOXES, out.DETECTION_SCORES, out.DETECTION_CLASSES,
-               out.NUM_DETECTIONS, out.DETECTION_MASKS)
+               out.NUM_DETECTIONS, out.DETECTION_MASKS, out.DETECTION_KEYPOINTS)
       served = {name: result[name] for name in names if name in result}
     served[IMAGE_INFO] = info
     return {name: value[0] for name, value in served.items()}

@@ -3,7 +3,22 @@
 Shapes: B images, N anchors over all RPN levels, P proposals per image, R
 sampled RoIs per image, F = round(fg_fraction * R) foreground slots, D
 detections per image, M the mask resolution, C mask channels (K + 1, or 1
-class-agnostic).
+class-agnostic), J keypoints per instance (17 for COCO).
+
+Keypoints (DETECTION_KEYPOINTS, keypoint models only): ``(x, y)`` are in
+original-image pixels, in the frame of the ground-truth keypoints (COCO's
+keypoint numbers as the annotations give them; `keys.GT_KEYPOINTS` divided
+by the image scale). Detectron's test-time `heatmaps_to_keypoints` produces
+them as continuous coordinates -- heatmap cell ``d`` of a box maps to
+``x1 + (d + 0.5) * box_width / heatmap_width`` -- and its COCO evaluator
+writes them unchanged, as `tfdet.evaluation.coco.keypoints_to_coco` does.
+(detectron2 reads COCO keypoints as pixel indices instead, adding 0.5 when
+loading and subtracting it when writing results; tfdet's pipeline adds
+nothing, so nothing is subtracted.) The third value is the keypoint's score:
+the heatmap logit at the chosen location (Detectron's ``logit`` row), which
+Detectron's visualization thresholds at 2 and which its
+``KRCNN.KEYPOINT_CONFIDENCE: logit`` averages into an instance score. Rows
+past NUM_DETECTIONS are padding.
 """
 
 # Always.
@@ -32,3 +47,4 @@ DETECTION_SCORES = "detection_scores"  # [B, D] float32
 DETECTION_CLASSES = "detection_classes"  # [B, D] int32, 1..K
 NUM_DETECTIONS = "num_detections"  # [B] int32
 DETECTION_MASKS = "detection_masks"  # [B, D, M, M] float32 probabilities (mask models)
+DETECTION_KEYPOINTS = "detection_keypoints"  # [B, D, J, 3] float32 (x, y, score) (keypoint models)
