@@ -12,8 +12,18 @@ beside the shards. Results, metrics.json and TensorBoard scalars go to
 ``model_dir/eval`` (one ``metrics.json`` per evaluation, the last one kept;
 ``metrics-<step>.json`` too). With --watch every new checkpoint is
 evaluated as it appears, until none comes for --watch_timeout seconds.
+
+With --tta the detections come from test-time augmentation
+(`tfdet.evaluation.tta`, Detectron's TEST.BBOX_AUG / MASK_AUG / KPS_AUG):
+bind `tta.TTAConfig` in a gin file or --gin_param (with the import lines
+``from __gin__ import dynamic_registration`` and ``from tfdet.evaluation
+import tta``), e.g. ``tta.TTAConfig.h_flip = True``. The original images are
+read from the same shards and preprocessed as the ``eval/`` pipeline
+bindings say (its scale is the identity transform's), one image at a time;
+--batch_size does not apply.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -24,7 +34,7 @@ from absl import app, flags, logging
 
 from tfdet import gin_files
 from tfdet.data import pipeline, schema
-from tfdet.evaluation import runner
+from tfdet.evaluation import runner, tta
 from tfdet.export import serving
 from tfdet.modeling.detectors import builders
 
@@ -43,6 +53,13 @@ def define_flags():
   flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as it appears.")
   flags.DEFINE_integer("watch_timeout", 3600, "Stop watching after this many idle seconds.")
   flags.DEFINE_string("output_dir", None, "Default: model_dir/eval.")
+  flags.DEFINE_string("keypoint_annotations_file", None,
+                      "COCO keypoint json of the eval images (person_keypoints_*.json): keypoint "
+                      "AP for models that output detection_keypoints (default: "
+                      "--annotations_file when it has keypoints).")
+  flags.DEFINE_enum("keypoint_confidence", None, ["bbox", "logit"],
+                    "Keypoint instance score (default bbox, as Detectron's configs).")
+  flags.DEFINE_bool("tta", False, "Test-time augmentation as the gin-bound tta.TTAConfig says.")
   flags.mark_flags_as_required(["model_dir", "annotations_file"])
 
 
@@ -65,13 +82,48 @@ def _file_pattern():
     return None  # build_dataset then fails naming the missing argument
 
 
+def _tta_config():
+  """The gin-bound `tta.TTAConfig` (its defaults when no gin file imports tta)."""
+  try:
+    make = gin.get_configurable(tta.TTAConfig)
+  except ValueError:  # not registered: nothing can be bound to it
+    make = tta.TTAConfig
+  return make()
+
+
+def build_tta_inputs(file_pattern, convention):
+  """(data set, run_fn) of test-time augmentation for `runner.evaluate`.
+
+  The preprocessing is the one of the ``eval/`` pipeline bindings.
+  """
+  if not file_pattern:
+    raise app.UsageError("--tta needs the eval shards: --file_pattern or its gin binding")
+  try:
+    with gin.config_scope("eval"):
+      bound = gin.get_bindings(pipeline.build_dataset)
+  except ValueError:  # no gin file imports pipeline: nothing is bound
+    bound = {}
+  preprocessing = tta.Preprocessing.from_pipeline_arguments(**bound)
+  config = _tta_config()
+  logging.info("test-time augmentation: %s, identity %s", config, preprocessing.identity)
+  dataset = tta.build_tta_dataset(file_pattern, config=config, preprocessing=preprocessing,
+                                  convention=convention)
+  return dataset, functools.partial(tta.run_tta, config=config, preprocessing=preprocessing)
+
+
 def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
   """Restores `path` into `model`, evaluates it and returns the metrics."""
   step = runner.restore(model, path)
-  dataset = build_eval_dataset(file_pattern, FLAGS.batch_size)
+  run_fn = None
+  if FLAGS.tta:
+    dataset, run_fn = build_tta_inputs(file_pattern, model.convention)
+  else:
+    dataset = build_eval_dataset(file_pattern, FLAGS.batch_size)
   metrics = runner.evaluate(model, dataset, annotations_file=FLAGS.annotations_file,
                             label_map_file=label_map, output_dir=output_dir,
-                            convention=model.convention, step=step)
+                            convention=model.convention, step=step, run_fn=run_fn,
+                            keypoint_annotations_file=FLAGS.keypoint_annotations_file,
+                            keypoint_confidence=FLAGS.keypoint_confidence)
   shutil.copy(os.path.join(output_dir, runner.METRICS_FILE),
               os.path.join(output_dir, f"metrics-{step}.json"))
   logging.info("step %d (%s): %s", step, path, json.dumps(metrics, indent=1, sort_keys=True))

@@ -17,6 +17,8 @@ The keys of the output dict are the constants of
 `tfdet.data.keys`.
 """
 
+from typing import NamedTuple
+
 import keras
 import tensorflow as tf
 
@@ -29,6 +31,27 @@ from tfdet.modeling.heads.rpn import RPN_DELTAS, RPN_LOGITS
 from tfdet.ops import anchors as anchor_ops
 from tfdet.ops import boxes as box_ops
 from tfdet.ops import fpn_levels, mask_targets, multiclass_nms, proposals, roi_align, roi_sampling
+
+
+class BoxCandidates(NamedTuple):
+  """Inference before NMS (`GeneralizedRCNN.detect_boxes`): P proposals, C = K + 1 classes.
+
+  Attributes:
+    proposals: [B, P, 4] float32 RPN proposals in resized-image pixels.
+    proposal_scores: [B, P] float32 objectness probabilities.
+    num_proposals: [B] int32 valid proposals (they come first).
+    boxes: [B, P, C, 4] float32 class-specific boxes decoded from each
+      proposal, clipped, in original-image pixels ([B, P, 4] with
+      class-agnostic box regression).
+    scores: [B, P, C] float32 softmax class probabilities, background first.
+    valid: [B, P] bool, False for padding rows.
+  """
+  proposals: tf.Tensor
+  proposal_scores: tf.Tensor
+  num_proposals: tf.Tensor
+  boxes: tf.Tensor
+  scores: tf.Tensor
+  valid: tf.Tensor
 
 
 class GeneralizedRCNN(keras.Model):
@@ -221,6 +244,17 @@ class GeneralizedRCNN(keras.Model):
     return result
 
   def _detect(self, features, rois, num_rois, image_info):
+    boxes, scores, valid = self._box_candidates(features, rois, num_rois, image_info)
+    result = self.postprocess_boxes(boxes, scores, valid)
+    if self.mask_head is None:
+      return result
+    probabilities, _ = self._mask_predictions(features, result[out.DETECTION_BOXES],
+                                              result[out.DETECTION_CLASSES], image_info)
+    result[out.DETECTION_MASKS] = probabilities
+    return result
+
+  def _box_candidates(self, features, rois, num_rois, image_info):
+    """Box head on the proposals: (boxes, scores, valid) of `BoxCandidates`."""
     rs = self.roi_settings
     class_logits, box_deltas, _ = self._box_head(features, rois, training=False)
     scores = tf.nn.softmax(class_logits, axis=-1)  # [B, R, K+1]
@@ -234,6 +268,62 @@ class GeneralizedRCNN(keras.Model):
     valid = tf.range(tf.shape(rois)[1])[None, :] < num_rois[:, None]
     if rs.class_agnostic_boxes:
       boxes = boxes[:, :, 1]
+    return boxes, scores, valid
+
+  def _mask_predictions(self, features, boxes, classes, image_info):
+    """(probabilities, logits) [B, D, M, M] of each box's class; boxes in original pixels."""
+    rois = boxes * image_info[:, 2][:, None, None]  # back to the resized image
+    res5 = None
+    if self.mask_on_res5:
+      _, _, res5 = self._box_head(features, rois, training=False)
+    logits = self._mask_logits(features, rois, res5, training=False)  # [B, D, M, M, C]
+    chosen = tf.gather(tf.transpose(logits, [0, 1, 4, 2, 3]),
+                       classes if logits.shape[-1] != 1 else tf.zeros_like(classes),
+                       batch_dims=2)  # [B, D, M, M]
+    return tf.sigmoid(chosen), chosen
+
+  # ------------------------------------- inference pieces (test-time augmentation)
+  def detect_boxes(self, inputs):
+    """The box stage of inference on a preprocessed batch, before any NMS.
+
+    What `call(training=False)` computes up to the per-class NMS, so that
+    several passes (e.g. test-time augmentations) can be merged before
+    `postprocess_boxes`.
+
+    Args:
+      inputs: dict with keys.IMAGES [B, Hp, Wp, 3] and keys.IMAGE_INFO [B, 5].
+
+    Returns:
+      `BoxCandidates` (shapes there).
+    """
+    if self.box_head is None:
+      raise ValueError("detect_boxes needs a box head; this is an RPN-only model")
+    image_info = tf.cast(inputs[keys.IMAGE_INFO], tf.float32)
+    features = self.backbone(inputs[keys.IMAGES], training=False)
+    logits, deltas, anchors = self._rpn(features)
+    rois, roi_scores, num_rois = self._proposals(logits, deltas, anchors, image_info, False)
+    boxes, scores, valid = self._box_candidates(features, rois, num_rois, image_info)
+    return BoxCandidates(proposals=rois, proposal_scores=roi_scores, num_proposals=num_rois,
+                         boxes=boxes, scores=scores, valid=valid)
+
+  def postprocess_boxes(self, boxes, scores, valid=None):
+    """Detectron's per-class NMS, score threshold and detection limit, as `roi_settings` say.
+
+    Soft-NMS and box voting (TEST.SOFT_NMS, TEST.BBOX_VOTE) apply when the
+    settings enable them.
+
+    Args:
+      boxes: [B, N, K+1, 4] float32 class-specific boxes in original-image
+        pixels, or [B, N, 4] with class-agnostic boxes (`BoxCandidates.boxes`).
+      scores: [B, N, K+1] float32 class probabilities; N static for box voting
+        with rescoring.
+      valid: optional [B, N] bool, False for padding rows.
+
+    Returns:
+      dict of out.DETECTION_BOXES [B, D, 4], DETECTION_SCORES [B, D],
+      DETECTION_CLASSES [B, D] and NUM_DETECTIONS [B].
+    """
+    rs = self.roi_settings
     soft = None if rs.soft_nms_method is None else multiclass_nms.SoftNMSOptions(
         method=rs.soft_nms_method, sigma=rs.soft_nms_sigma)
     voting = None if rs.box_voting_threshold is None else multiclass_nms.BoxVotingOptions(
@@ -242,22 +332,29 @@ class GeneralizedRCNN(keras.Model):
         boxes, scores, score_threshold=rs.score_threshold, iou_threshold=rs.nms_threshold,
         max_detections=rs.detections_per_image, convention=self.convention, soft_nms=soft,
         box_voting=voting, class_agnostic_boxes=rs.class_agnostic_boxes, valid=valid)
-    result = {
+    return {
         out.DETECTION_BOXES: dets[multiclass_nms.DETECTION_BOXES],
         out.DETECTION_SCORES: dets[multiclass_nms.DETECTION_SCORES],
         out.DETECTION_CLASSES: dets[multiclass_nms.DETECTION_CLASSES],
         out.NUM_DETECTIONS: dets[multiclass_nms.NUM_DETECTIONS],
     }
+
+  def mask_predictions(self, inputs, boxes, classes):
+    """Mask-head outputs for given boxes in a preprocessed batch.
+
+    Args:
+      inputs: dict with keys.IMAGES [B, Hp, Wp, 3] and keys.IMAGE_INFO [B, 5].
+      boxes: [B, D, 4] float32 boxes in the *original* pixels of the image as
+        given (already flipped if the image is), as DETECTION_BOXES.
+      classes: [B, D] int32 class of each box (1..K); class-agnostic mask
+        heads ignore it.
+
+    Returns:
+      (probabilities, logits), each [B, D, M, M] float32: the box's class
+      channel of the mask head, sigmoid and raw.
+    """
     if self.mask_head is None:
-      return result
-    det_rois = dets[multiclass_nms.DETECTION_BOXES] * scale  # back to the resized image
-    res5 = None
-    if self.mask_on_res5:
-      _, _, res5 = self._box_head(features, det_rois, training=False)
-    logits = self._mask_logits(features, det_rois, res5, training=False)  # [B, D, M, M, C]
-    classes = dets[multiclass_nms.DETECTION_CLASSES]
-    chosen = tf.gather(tf.transpose(logits, [0, 1, 4, 2, 3]),
-                       classes if logits.shape[-1] != 1 else tf.zeros_like(classes),
-                       batch_dims=2)  # [B, D, M, M]
-    result[out.DETECTION_MASKS] = tf.sigmoid(chosen)
-    return result
+      raise ValueError("mask_predictions needs a mask head")
+    image_info = tf.cast(inputs[keys.IMAGE_INFO], tf.float32)
+    features = self.backbone(inputs[keys.IMAGES], training=False)
+    return self._mask_predictions(features, tf.cast(boxes, tf.float32), classes, image_info)
