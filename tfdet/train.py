@@ -14,6 +14,12 @@ fails at once, naming it. The global batch is ``images_per_replica x
 replicas`` unless ``global_batch_size`` is set; when it differs from the
 solver's reference batch (16) the linear scaling rule
 (`schedules.scale_solver`) adjusts the LR and the iteration counts.
+
+The input's ``seed`` and ``deterministic`` are bound on `run`, which passes
+them to the input function: a resumed run reads a new stream seeded from
+(seed, the step it resumes at), see `loop.Trainer`. With
+``image_summary_interval > 0`` TensorBoard also shows the model's detections
+on a few fixed images (``predictions/<i>``).
 """
 
 import os
@@ -23,8 +29,9 @@ import gin
 from absl import app, flags, logging
 
 from tfdet import gin_files
+from tfdet.evaluation import runner
 from tfdet.modeling.detectors import builders, rcnn_losses
-from tfdet.training import inputs, loop, schedules
+from tfdet.training import inputs, loop, schedules, summaries
 from tfdet.training import optimizer as opt_lib
 
 FLAGS = flags.FLAGS
@@ -34,9 +41,11 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         warmup_iters=500, warmup_factor=1.0 / 3.0, reference_batch_size=16,
         images_per_replica=2, global_batch_size=None, linear_scaling=True, momentum=0.9,
         weight_decay=1e-4, weight_decay_norm=0.0, bias_lr_factor=2.0, bias_weight_decay=0.0,
-        clipnorm=None, mixed_precision=None, strategy="auto", checkpoint_interval=2000,
-        max_to_keep=5, summary_interval=20, log_interval=20, checkpoint_iterator=False,
-        init_checkpoint=None, train_input=inputs.build_input, model_fn=None):
+        clipnorm=None, mixed_precision=None, strategy="auto", seed=None, deterministic=False,
+        steps_per_loop=1, checkpoint_interval=2000, max_to_keep=5, summary_interval=20,
+        log_interval=20, image_summary_interval=0, num_summary_images=2,
+        summary_score_threshold=0.5, summary_input=None, label_map=None, init_checkpoint=None,
+        train_input=inputs.build_input, model_fn=None):
   """Builds everything from plain arguments (gin binds them) and trains.
 
   Args:
@@ -49,14 +58,28 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
     momentum ... clipnorm: `optimizer.DetectronSGD`.
     mixed_precision: None, "float16" (loss scaling) or "bfloat16".
     strategy: `loop.make_strategy` name.
-    checkpoint_interval ... init_checkpoint: `loop.Trainer`.
-    train_input: (input_context, batch_size=...) -> dataset, e.g.
-      ``@train/inputs.build_input``.
+    seed: None or the input pipeline's base seed; a resumed run uses a seed
+      derived from (seed, its start step), see `loop.Trainer`.
+    deterministic: a deterministic input pipeline (`pipeline.build_dataset`);
+      with `seed` None the base seed is then 0. Both are passed to
+      `train_input`: bind them here, not on the input function.
+    steps_per_loop, checkpoint_interval, max_to_keep, summary_interval,
+      log_interval, image_summary_interval, init_checkpoint: `loop.Trainer`.
+    num_summary_images: images in the prediction summaries.
+    summary_score_threshold: detections drawn in them score at least this.
+    summary_input: None, or (input_context, batch_size=...) -> dataset of the
+      images the prediction summaries show, e.g. ``@summary/inputs.build_input``
+      with ``mode = "eval"`` and a validation file pattern; None: the first
+      images of the training input.
+    label_map: None or a label_map.json (class names in the image summaries).
+    train_input: (input_context, batch_size=..., seed=..., deterministic=...)
+      -> dataset, e.g. ``@train/inputs.build_input``.
     model_fn: () -> model; None: the gin-configured `builders.build_rcnn`.
 
   Returns:
     the last step's losses.
   """
+  _check_input_bindings()
   opt_lib.set_mixed_precision(mixed_precision)
   dist = loop.make_strategy(strategy)
   replicas = dist.num_replicas_in_sync
@@ -72,8 +95,18 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
   schedule = schedules.WarmupStepDecay.from_solver(solver)
   model_fn = model_fn or gin.get_configurable(builders.build_rcnn)
 
-  def dataset_fn(ctx):
-    return train_input(ctx, batch_size=ctx.get_per_replica_batch_size(global_batch))
+  if deterministic and seed is None:
+    seed = 0  # build_dataset's rule, made explicit so that resumed runs derive from it
+
+  def dataset_fn(ctx, input_seed):
+    return train_input(ctx, batch_size=ctx.get_per_replica_batch_size(global_batch),
+                       seed=input_seed, deterministic=deterministic)
+
+  def image_dataset_fn(input_seed):
+    if summary_input is not None:
+      return summary_input(None, batch_size=num_summary_images)
+    return train_input(None, batch_size=num_summary_images, seed=input_seed,
+                       deterministic=deterministic)
 
   def loss_fn(model, batch):
     return rcnn_losses.rcnn_losses(model, model(batch, training=True), batch)
@@ -85,17 +118,36 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         bias_weight_decay=bias_weight_decay, clipnorm=clipnorm,
         mixed_precision=mixed_precision)
 
+  class_names = runner.load_label_map(label_map)[1] if label_map else None
   trainer = loop.Trainer(
       model_fn=model_fn, loss_fn=loss_fn, dataset_fn=dataset_fn, optimizer_fn=optimizer_fn,
       model_dir=model_dir, total_steps=solver.max_iter, global_batch_size=global_batch,
-      strategy=dist, checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
+      strategy=dist, seed=seed, steps_per_loop=steps_per_loop,
+      checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
       summary_interval=summary_interval, log_interval=log_interval,
-      checkpoint_iterator=checkpoint_iterator, init_checkpoint=init_checkpoint,
+      image_summary_interval=image_summary_interval,
+      image_summary_fn=summaries.PredictionImages(
+          num_images=num_summary_images, class_names=class_names,
+          score_threshold=summary_score_threshold),
+      image_summary_dataset_fn=image_dataset_fn, init_checkpoint=init_checkpoint,
       total_loss_key=rcnn_losses.TOTAL_LOSS)
   return trainer.train()
 
 
-def _define_flags():
+def _check_input_bindings():
+  """Refuses seed/deterministic bound on the shipped input function (run passes its own)."""
+  for param in ("seed", "deterministic"):
+    try:
+      gin.query_parameter(f"train/inputs.build_input.{param}")
+    except ValueError:
+      continue  # not bound
+    raise ValueError(
+        f"train/inputs.build_input.{param} is bound: bind train.run.{param} instead (run "
+        "passes seed and deterministic to the input function and derives a resumed run's "
+        "seed from them)")
+
+
+def define_flags():
   flags.DEFINE_multi_string("gin_file", [], "Gin files (paths or relative to gin_configs/).")
   flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'run.max_iter = 10'.")
   flags.DEFINE_string("model_dir", None, "Checkpoints and summaries.", required=True)
@@ -114,5 +166,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   sys.exit(app.run(main))

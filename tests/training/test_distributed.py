@@ -1,5 +1,6 @@
 """Multi-replica training equals single-replica training on the same global batch."""
 
+import glob
 import json
 import os
 import socket
@@ -8,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,3 +74,10 @@ def test_two_local_workers_match_one_replica(tmp_path):
   assert single.returncode == 0, single.stderr[-3000:]
   _assert_same(_result(single.stdout)["single"], results[0])
   assert not os.path.exists(tmp_path / "mw" / "workers_tmp" / "worker_1")
+  # The chief's image summaries (inference outside strategy.run) at multiples of 2 and where
+  # a train() call ends (steps 1, 2, 4, 6).
+  steps = []
+  for path in glob.glob(str(tmp_path / "mw" / "train" / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      steps += [event.step for v in event.summary.value if v.tag == "predictions/0"]
+  assert sorted(steps) == [1, 2, 4, 6]

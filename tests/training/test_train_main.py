@@ -1,4 +1,4 @@
-"""`python -m tfdet.train` end to end: a tiny Mask R-CNN on synthetic shards for 3 steps."""
+"""`tfdet.train`'s command line end to end: a tiny Mask R-CNN on synthetic shards for 3 steps."""
 
 import glob
 import os
@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tests.export import tiny
-from tfdet.data import synthetic
+from tfdet.data import keys, synthetic
+from tfdet.training import inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = tiny.tiny_gin(num_classes=8, imports=("from tfdet import train",
@@ -19,59 +20,90 @@ train.run:
   lr_steps = (2,)
   warmup_iters = 1
   base_lr = 0.005
-  images_per_replica = 2
+  global_batch_size = 2
   reference_batch_size = 2  # no linear scaling: exactly max_iter steps
   checkpoint_interval = 2
   summary_interval = 1
   log_interval = 1
+  image_summary_interval = 2
+  summary_score_threshold = 0.0
   strategy = "auto"
+  deterministic = True
+  seed = 1
 train/inputs.build_input:
   scales = (128,)
   max_size = 160
   max_instances = 16
   max_polygon_vertices = 64
   shuffle_buffer = 4
-  deterministic = True
-  seed = 1
 """
 
 
-def _train(args, timeout=240):
+def _train(args, timeout=240, module="tfdet.train"):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   env.pop("TF_CONFIG", None)
-  return subprocess.run([sys.executable, "-m", "tfdet.train", *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def tiny_gin(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("e2e")
-  data = synthetic.ensure_synthetic_tfrecords(str(tmp / "data"), num_train_images=4,
-                                              num_val_images=1, image_size=(96, 128),
-                                              num_train_shards=1)
-  path = tmp / "tiny.gin"
-  path.write_text(TINY + f'train/inputs.build_input.file_pattern = "{data["instances"]["train"]}"\n')
+def synthetic_data(tmp_path_factory):
+  data = synthetic.ensure_synthetic_tfrecords(str(tmp_path_factory.mktemp("data")),
+                                              num_train_images=4, num_val_images=1,
+                                              image_size=(96, 128), num_train_shards=1)
+  return data["instances"]["train"], data["label_map"]["instances"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gin(synthetic_data, tmp_path_factory):
+  pattern, label_map = synthetic_data
+  path = tmp_path_factory.mktemp("gin") / "tiny.gin"
+  path.write_text(TINY + f'train/inputs.build_input.file_pattern = "{pattern}"\n'
+                  f'train.run.label_map = "{label_map}"\n')
   return str(path)
 
 
-def test_trains_checkpoints_and_writes_summaries(tiny_gin, tmp_path):
+def _events(model_dir):
+  """{tag: [(step, value proto)]} of the train/ event files."""
+  tags = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append((event.step, value))
+  return tags
+
+
+def test_two_replicas_loops_checkpoints_and_summaries(tiny_gin, synthetic_data, tmp_path):
   model_dir = str(tmp_path / "run")
   result = _train(["--gin_file=models/mask_rcnn_fpn.gin",
                    "--gin_file=training/detectron_solver.gin", f"--gin_file={tiny_gin}",
-                   f"--model_dir={model_dir}"])
+                   "--gin_param=train.run.steps_per_loop = 2", f"--model_dir={model_dir}"],
+                  module="tests.training.train_two_cpus", timeout=480)
   assert result.returncode == 0, result.stderr[-4000:]
   assert "step 3/3" in result.stderr and "eta" in result.stderr
-  assert "1 replicas, global batch 2" in result.stderr
+  assert "2 replicas, global batch 2" in result.stderr
+  assert "input pipeline seed 1 (base seed 1, start step 0)" in result.stderr
   assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-3")
   assert os.path.exists(os.path.join(model_dir, "ckpt-2.index"))
   assert os.path.exists(os.path.join(model_dir, "config.gin"))
-  events = glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))
-  assert events
-  tags = set()
-  for event in tf.compat.v1.train.summary_iterator(events[0]):
-    tags.update(v.tag for v in event.summary.value)
+  events = _events(model_dir)
   assert {"losses/total_loss", "losses/loss_mask", "learning_rate", "step_time",
-          "images_per_second"} <= tags, tags
+          "images_per_second"} <= set(events), set(events)
+  # Loops of 2 steps: everything happens at steps 2 and 3 (the end).
+  assert [s for s, _ in events["losses/total_loss"]] == [2, 3]
+  # The prediction images show the first images of the training input (base seed 1),
+  # resized and without the canvas padding.
+  first = next(iter(inputs.build_input(
+      batch_size=2, file_pattern=synthetic_data[0], scales=(128,), max_size=160, max_instances=16,
+      max_polygon_vertices=64, shuffle_buffer=4, deterministic=True, seed=1)))
+  for i in range(2):
+    written = events[f"predictions/{i}"]
+    assert [s for s, _ in written] == [2, 3]
+    height, width = (int(v) for v in first[keys.IMAGE_INFO][i, :2].numpy())
+    for _, value in written:
+      assert value.metadata.plugin_data.plugin_name == "images"
+      assert [int(v) for v in value.tensor.string_val[:2]] == [width, height]
+      assert tf.io.decode_png(value.tensor.string_val[2]).shape == (height, width, 3)
 
 
 def test_bad_gin_param_fails_before_training(tiny_gin, tmp_path):
@@ -83,3 +115,10 @@ def test_bad_gin_param_fails_before_training(tiny_gin, tmp_path):
   assert result.returncode != 0
   assert "no_such_knob" in result.stderr
   assert not os.path.exists(model_dir)
+  # The seed is train.run's: one bound on the input function would be silently overridden.
+  result = _train(["--gin_file=models/mask_rcnn_fpn.gin",
+                   "--gin_file=training/detectron_solver.gin", f"--gin_file={tiny_gin}",
+                   "--gin_param=train/inputs.build_input.seed = 3", f"--model_dir={model_dir}"],
+                  timeout=120)
+  assert result.returncode != 0
+  assert "bind train.run.seed instead" in result.stderr

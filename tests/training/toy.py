@@ -32,14 +32,28 @@ def loss_fn(model, batch):
   return {"loss_mse": mse, "total_loss": mse}
 
 
-def dataset_fn_for(global_batch, nan_at=None):
-  """Per-pipeline, per-replica batches of consecutive examples, repeated, in order."""
-  def dataset_fn(ctx):
+def dataset_fn_for(global_batch, nan_at=None, *, shuffle=False, seeds=None):
+  """Per-pipeline, per-replica batches of consecutive examples, repeated.
+
+  In order unless `shuffle` (a seeded shuffle of the examples, reshuffled
+  each epoch); `seeds`: a list the seed of every call is appended to.
+  """
+  def dataset_fn(ctx, seed):
+    if seeds is not None:
+      seeds.append(seed)
     x, y = examples(nan_at)
     ds = tf.data.Dataset.from_tensor_slices({"x": x, "y": y})
     ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+    if shuffle:
+      ds = ds.shuffle(NUM_EXAMPLES, seed=seed)
     return ds.repeat().batch(ctx.get_per_replica_batch_size(global_batch), drop_remainder=True)
   return dataset_fn
+
+
+def fingerprint_loss_fn(model, batch):
+  """`loss_fn` plus "input_sum": the sum of the batch's inputs (which examples it holds)."""
+  losses = loss_fn(model, batch)
+  return {**losses, "input_sum": tf.reduce_sum(batch["x"])}
 
 
 def weights(model):

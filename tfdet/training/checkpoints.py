@@ -1,33 +1,52 @@
-"""Training checkpoints: model, optimizer, step and (optionally) the input iterator.
+"""Training checkpoints: model, optimizer and step; the input seed of a resumed run.
 
-Layout: ``tf.train.Checkpoint(model=..., optimizer=..., step=..[, iterator=..])``
-managed by a `tf.train.CheckpointManager` in ``model_dir`` (``ckpt-<step>``),
-keeping the last ``max_to_keep``. Rerunning with the same ``model_dir``
-restores the latest one (resume).
+Layout: ``tf.train.Checkpoint(model=..., optimizer=..., step=...)`` managed by
+a `tf.train.CheckpointManager` in ``model_dir`` (``ckpt-<step>``), keeping the
+last ``max_to_keep``. Rerunning with the same ``model_dir`` restores the
+latest one (resume): the model, optimizer and step are exact.
 
-Input iterators: a plain ``tf.data`` iterator is checkpointable (its state
-holds every buffer of the pipeline -- with the training pipeline's
-1024-record shuffle buffer about 1024 encoded images per checkpoint), but in
-TF 2.21 the iterator of ``strategy.distribute_datasets_from_function``
-(``input_lib.DistributedIterator``) is not a ``Trackable``: ``tf.train.Checkpoint``
-refuses it. `make_checkpoint` takes an iterator when there is a trackable one;
-the `Trainer` offers it (``checkpoint_iterator``) and otherwise warns. A resumed
-run therefore starts a fresh input stream, as Detectron's did (its roidb
-loader restarted too); the model, optimizer and step are exact.
+The input position is not saved. In TF 2.21 the iterator of
+``strategy.distribute_datasets_from_function`` (``input_lib.DistributedIterator``)
+is not a ``Trackable``, and a plain ``tf.data`` iterator's state would hold
+every buffer of the pipeline (the training shuffle buffer alone is about a
+thousand encoded images). A resumed run starts a new input stream instead
+(detectron2 does not save its data loader's position either), and makes the
+choice explicit: the stream's seed is `input_seed` (base seed, start step),
+so it does not replay the images the original run started with, and with a
+deterministic pipeline it is a pure function of (base seed, start step).
 """
 
+import hashlib
 import os
 
 import tensorflow as tf
 from absl import logging
 
 
-def make_checkpoint(*, model, optimizer, step, iterator=None):
+def make_checkpoint(*, model, optimizer, step):
   """The training `tf.train.Checkpoint` (objects must already be built)."""
-  objects = {"model": model, "optimizer": optimizer, "step": step}
-  if iterator is not None:
-    objects["iterator"] = iterator
-  return tf.train.Checkpoint(**objects)
+  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+
+
+def input_seed(base_seed, start_step):
+  """The input pipeline's seed for a run that starts (or resumes) at `start_step`.
+
+  Args:
+    base_seed: None (an unseeded, random input stream) or an int.
+    start_step: the step the run starts at (0: a fresh run).
+
+  Returns:
+    None when `base_seed` is None; `base_seed` itself at step 0 (a fresh run
+    reads the input as configured); otherwise a 31-bit integer hashed from
+    (base_seed, start_step) (SHA-256, the same in every process and on every
+    worker).
+  """
+  if base_seed is None:
+    return None
+  if int(start_step) == 0:
+    return int(base_seed)
+  digest = hashlib.sha256(f"tfdet-input:{int(base_seed)}:{int(start_step)}".encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def make_manager(checkpoint, directory, *, step_counter, max_to_keep=5):

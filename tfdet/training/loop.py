@@ -3,21 +3,28 @@
 `Trainer` runs a model's losses through a tf.function train step under a
 `tf.distribute` strategy:
 
-* inputs come from ``strategy.distribute_datasets_from_function(dataset_fn)``;
-  ``dataset_fn(input_context)`` batches ``input_context.get_per_replica_batch_size(global)``
-  images, so one step sees the global batch;
+* inputs come from ``strategy.distribute_datasets_from_function``;
+  ``dataset_fn(input_context, seed)`` batches
+  ``input_context.get_per_replica_batch_size(global)`` images, so one step
+  sees the global batch;
 * each replica's total loss (a mean over its own images) is divided by the
   number of replicas and the optimizer sums the gradients over replicas, so
   the update uses the mean over the global batch (independent of the number
   of replicas);
-* after every step the reduced losses are checked on the host: a NaN or Inf
-  stops the run with `NonFiniteLossError` naming the step and the losses;
-  the bad state is never saved, so ``model_dir`` keeps the last good
-  checkpoint;
+* one call of the tf.function runs ``steps_per_loop`` steps (a ``tf.range``
+  loop); everything below happens on the host between calls, at loop
+  boundaries;
+* the reduced losses are checked on the host: a NaN or Inf stops the run
+  with `NonFiniteLossError` naming the step and the losses (inside a loop the
+  first non-finite step ends it); the bad state is never saved, so
+  ``model_dir`` keeps the last good checkpoint;
 * TensorBoard scalars (each loss, learning rate, images/s, step time) go to
-  ``model_dir/train``; console lines with an ETA go to absl logging;
+  ``model_dir/train``, and optionally images of the model's predictions on a
+  fixed batch (`tfdet.training.summaries`); console lines with an ETA go to
+  absl logging;
 * checkpoints every ``checkpoint_interval`` steps and at the end; a rerun
-  with the same ``model_dir`` resumes from the latest one.
+  with the same ``model_dir`` resumes from the latest one, with a new input
+  stream (`Trainer`'s docstring).
 
 Under MultiWorkerMirroredStrategy (TF_CONFIG set) the chief writes
 checkpoints and summaries to ``model_dir``; other workers save to a
@@ -33,9 +40,8 @@ import time
 import keras
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import summary_pb2
 
-from tfdet.training import checkpoints
+from tfdet.training import checkpoints, summaries
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 TOTAL_LOSS = "total_loss"
@@ -81,42 +87,74 @@ def is_chief(strategy):
 class Trainer:
   """Trains a model under a distribution strategy; see the module docstring.
 
+  Resuming and the input stream: the input iterator is not checkpointed (see
+  `tfdet.training.checkpoints`). A run that starts at step S (S = 0 fresh,
+  else the restored checkpoint's step) calls ``dataset_fn(ctx, seed)`` with
+  ``seed = checkpoints.input_seed(self.seed, S)`` and logs it: a fresh run
+  gets ``seed`` itself, a resumed one a seed hashed from (seed, S), so it does
+  not replay the first images of the original run. With a deterministic input
+  pipeline the resumed run's input is therefore a pure function of
+  (seed, S); it is not the continuation of the interrupted stream. With
+  ``seed=None`` the pipeline is unseeded and every start draws a random
+  stream.
+
   Args:
     model_fn: () -> keras.Model, called in the strategy's scope; its
       variables must exist after the call (functional parts).
     loss_fn: (model, batch) -> dict of float32 scalar losses, each a mean
       over the replica's batch, with the sum under `total_loss_key`.
-    dataset_fn: (tf.distribute.InputContext) -> tf.data.Dataset of
-      per-replica batches.
+    dataset_fn: (tf.distribute.InputContext, seed) -> tf.data.Dataset of
+      per-replica batches; `seed` (None or int) seeds the pipeline.
     optimizer_fn: () -> keras optimizer (possibly a LossScaleOptimizer),
       called in the strategy's scope.
     model_dir: checkpoints and ``train/`` summaries.
     total_steps: train until the step counter reaches this.
     global_batch_size: images per step over all replicas (for images/s).
     strategy: a `tf.distribute.Strategy` or a name for `make_strategy`.
+    seed: None or the base seed of the input pipeline (see above).
+    steps_per_loop: training steps per tf.function call; summaries, console
+      lines, checkpoints and the NaN check happen between calls, at the first
+      boundary at or after each interval's multiple.
     checkpoint_interval: save every this many steps (and at the end).
     max_to_keep: checkpoints kept.
     summary_interval, log_interval: steps between TensorBoard writes and
       console lines.
-    checkpoint_iterator: also checkpoint the input iterator when it is
-      trackable (see `tfdet.training.checkpoints`: in TF 2.21 the distributed
-      iterator is not, and a warning says so).
+    image_summary_interval: steps between image summaries (and at the end);
+      0: none.
+    image_summary_fn: (model, batch) -> list of [H, W, 3] uint8 images (e.g.
+      `summaries.PredictionImages`), written as ``predictions/<i>``. Called on
+      the chief only, outside `strategy.run`, with the plain model and the
+      fixed batch.
+    image_summary_dataset_fn: None or (seed) -> tf.data.Dataset whose first
+      batch is the fixed batch (taken once at construction); None: the first
+      batch of ``dataset_fn(tf.distribute.InputContext(), seed)``. `seed` is
+      the fresh run's ``input_seed(seed, 0)``, so a resumed run draws on the
+      same images when the input is seeded.
     init_checkpoint: None, or a checkpoint (file prefix or folder) whose
       backbone variables initialize ``model.backbone`` on a fresh start.
     total_loss_key: the key of the loss that is minimized.
   """
 
   def __init__(self, *, model_fn, loss_fn, dataset_fn, optimizer_fn, model_dir, total_steps,
-               global_batch_size, strategy="auto", checkpoint_interval=1000, max_to_keep=5,
-               summary_interval=20, log_interval=20, checkpoint_iterator=False,
+               global_batch_size, strategy="auto", seed=None, steps_per_loop=1,
+               checkpoint_interval=1000, max_to_keep=5, summary_interval=20, log_interval=20,
+               image_summary_interval=0, image_summary_fn=None, image_summary_dataset_fn=None,
                init_checkpoint=None, total_loss_key=TOTAL_LOSS):
     self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     self.model_dir = model_dir
     self.total_steps = int(total_steps)
     self.global_batch_size = int(global_batch_size)
+    self.seed = seed
+    self.steps_per_loop = int(steps_per_loop)
+    if self.steps_per_loop < 1:
+      raise ValueError(f"steps_per_loop must be >= 1, got {steps_per_loop}")
     self.checkpoint_interval = max(int(checkpoint_interval), 1)
     self.summary_interval = max(int(summary_interval), 1)
     self.log_interval = max(int(log_interval), 1)
+    self.image_summary_interval = int(image_summary_interval)
+    if self.image_summary_interval > 0 and image_summary_fn is None:
+      raise ValueError("image_summary_interval > 0 needs an image_summary_fn")
+    self.image_summary_fn = image_summary_fn
     self.loss_fn = loss_fn
     self.total_loss_key = total_loss_key
     self.chief = is_chief(self.strategy)
@@ -126,17 +164,8 @@ class Trainer:
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self.dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
-    self.iterator = iter(self.dataset)
-    track_iterator = checkpoint_iterator and isinstance(self.iterator,
-                                                        tf.__internal__.tracking.Trackable)
-    if checkpoint_iterator and not track_iterator:
-      # TF 2.21's DistributedIterator (distribute_datasets_from_function) is not Trackable.
-      logging.warning("the input iterator (%s) is not checkpointable; a resumed run starts a "
-                      "fresh input stream", type(self.iterator).__name__)
-    self.checkpoint = checkpoints.make_checkpoint(
-        model=self.model, optimizer=self.optimizer, step=self.step,
-        iterator=self.iterator if track_iterator else None)
+    self.checkpoint = checkpoints.make_checkpoint(model=self.model, optimizer=self.optimizer,
+                                                  step=self.step)
     self._save_dir = model_dir
     if not self.chief:
       resolver = self.strategy.cluster_resolver
@@ -151,7 +180,24 @@ class Trainer:
     elif init_checkpoint:
       checkpoints.init_backbone(self.model, init_checkpoint)
     self.restored_from = latest
+    self.start_step = int(self.step.numpy())
+    self.input_seed = checkpoints.input_seed(seed, self.start_step)
+    logging.info("input pipeline seed %s (base seed %s, start step %d)%s", self.input_seed, seed,
+                 self.start_step, ": a new stream, the input position is not restored"
+                 if self.start_step else "")
+    self.dataset = self.strategy.distribute_datasets_from_function(
+        lambda ctx: dataset_fn(ctx, self.input_seed))
+    self.iterator = iter(self.dataset)
+    self.image_batch = None
+    if self.chief and self.image_summary_interval > 0:
+      fixed_seed = checkpoints.input_seed(seed, 0)
+      if image_summary_dataset_fn is None:
+        images = dataset_fn(tf.distribute.InputContext(), fixed_seed)
+      else:
+        images = image_summary_dataset_fn(fixed_seed)
+      self.image_batch = next(iter(images))
     self._train_step = tf.function(self._distributed_step)
+    self._train_loop = tf.function(self._distributed_loop)
 
   # ----------------------------------------------------------------- step
   def _replica_step(self, batch):
@@ -173,10 +219,33 @@ class Trainer:
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in per_replica.items()}
 
-  def learning_rate(self):
-    """The LR the next step uses (float)."""
+  def _distributed_loop(self, iterator, num_steps):
+    """Runs up to `num_steps` (int32 scalar) steps; stops after a non-finite loss.
+
+    Both calls of the `_train_step` tf.function share one trace. The loop's
+    condition holds the NaN check: with a ``break`` (a `tf.cond` around the
+    step inside the loop) the tiny Mask R-CNN on 2 mirrored replicas failed
+    in TF 2.21 ("You must feed a value for placeholder tensor").
+
+    Returns:
+      the losses of the last step run.
+    """
+    def body(i, finite, losses):
+      del finite, losses
+      losses = self._train_step(iterator)
+      return i + 1, _all_finite(losses), losses
+
+    losses = self._train_step(iterator)
+    _, _, losses = tf.while_loop(lambda i, finite, _: (i < num_steps) & finite, body,
+                                 (tf.constant(1), _all_finite(losses), losses))
+    return losses
+
+  def learning_rate(self, iteration=None):
+    """The LR of an optimizer iteration (float); None: the one the next step uses."""
     lr = self.optimizer.learning_rate
-    return float(lr(self.optimizer.iterations) if callable(lr) else lr)
+    if not callable(lr):
+      return float(lr)
+    return float(lr(self.optimizer.iterations if iteration is None else iteration))
 
   # ----------------------------------------------------------------- loop
   def _save(self, step):
@@ -184,6 +253,10 @@ class Trainer:
     if self.chief:
       logging.info("saved %s", path)
     return path
+
+  def _write_images(self, step):
+    for i, pixels in enumerate(self.image_summary_fn(self.model, self.image_batch)):
+      summaries.image(f"predictions/{i}", pixels, step)
 
   def train(self):
     """Runs until `total_steps`; returns the last step's losses (floats)."""
@@ -195,15 +268,21 @@ class Trainer:
       writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
     else:
       writer = tf.summary.create_noop_writer()
-    start_step, window_start, window_steps = step, time.time(), 0
-    first_step_time = None
+    start_step = step
+    # Rates leave out the first call (it traces): step time sums, wall clock since it ended.
+    timed_steps, timed_seconds, wall_start = 0, 0.0, None
     losses = {}
     try:
       while step < self.total_steps:
-        lr = self.learning_rate()
+        prev = step
         t = time.time()
-        losses = {k: float(v) for k, v in self._train_step(self.iterator).items()}
-        step += 1
+        num_steps = min(self.steps_per_loop, self.total_steps - step)
+        if self.steps_per_loop == 1:
+          result = self._train_step(self.iterator)
+        else:
+          result = self._train_loop(self.iterator, tf.constant(num_steps, tf.int32))
+        losses = {k: float(v) for k, v in result.items()}
+        step = int(self.step.numpy())
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
           last = self.manager.latest_checkpoint or tf.train.latest_checkpoint(self.model_dir)
@@ -212,31 +291,36 @@ class Trainer:
               + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
               + f"; all losses: {losses}; the state after this step was not saved; "
               f"last good checkpoint: {last}")
-        step_time = time.time() - t
-        if first_step_time is None:
-          first_step_time = step_time  # includes tracing; kept out of the rates
-          window_start = time.time()
+        step_time = (time.time() - t) / (step - prev)
+        if wall_start is None:
+          wall_start = time.time()
         else:
-          window_steps += 1
-        avg = (time.time() - window_start) / max(window_steps, 1)
+          timed_steps += step - prev
+          timed_seconds += step_time * (step - prev)
+        avg = timed_seconds / timed_steps if timed_steps else step_time
+        images_per_second = self.global_batch_size / avg
+        lr = self.learning_rate(int(self.optimizer.iterations.numpy()) - 1)  # the last step's
         done = step == self.total_steps
-        if step % self.summary_interval == 0 or done:
+        if _crossed(prev, step, self.summary_interval) or done:
           with writer.as_default():
             for name, value in losses.items():
-              _scalar_summary(f"losses/{name}", value, step)
-            _scalar_summary("learning_rate", lr, step)
-            _scalar_summary("step_time", step_time, step)
-            if window_steps:
-              _scalar_summary("images_per_second", self.global_batch_size / avg, step)
+              summaries.scalar(f"losses/{name}", value, step)
+            summaries.scalar("learning_rate", lr, step)
+            summaries.scalar("step_time", step_time, step)
+            if timed_steps:
+              summaries.scalar("images_per_second", images_per_second, step)
           writer.flush()
-        if step % self.log_interval == 0 or done or step == start_step + 1:
-          eta = avg * (self.total_steps - step) if window_steps else float("nan")
+        if self.image_batch is not None and (
+            _crossed(prev, step, self.image_summary_interval) or done):
+          with writer.as_default():
+            self._write_images(step)
+          writer.flush()
+        if _crossed(prev, step, self.log_interval) or done or prev == start_step:
+          wall = (time.time() - wall_start) / timed_steps if timed_steps else float("nan")
           logging.info("step %d/%d  %s  lr %.6g  %.3fs/step  %.1f img/s  eta %s", step,
                        self.total_steps, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
-                       lr, avg if window_steps else step_time,
-                       self.global_batch_size / (avg if window_steps else step_time),
-                       _format_eta(eta))
-        if step % self.checkpoint_interval == 0 or done:
+                       lr, avg, images_per_second, _format_eta(wall * (self.total_steps - step)))
+        if _crossed(prev, step, self.checkpoint_interval) or done:
           self._save(step)
     finally:
       writer.close()
@@ -245,11 +329,14 @@ class Trainer:
     return losses
 
 
-def _scalar_summary(name, value, step):
-  """A TensorBoard scalar via the core summary op (the tensorboard package is optional)."""
-  metadata = summary_pb2.SummaryMetadata()
-  metadata.plugin_data.plugin_name = "scalars"
-  tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=metadata)
+def _all_finite(losses):
+  """A bool scalar: every loss in the dict is finite."""
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in losses.values()]))
+
+
+def _crossed(prev, step, interval):
+  """Whether a multiple of `interval` lies in (prev, step]; never for interval <= 0."""
+  return interval > 0 and step // interval > prev // interval
 
 
 def _format_eta(seconds):
