@@ -36,8 +36,10 @@ def define_flags():
   flags.DEFINE_string("work_dir", "/tmp/tfdet_quickstart", "Data, checkpoints and outputs.")
   flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. 'train.run.max_iter=50'.")
   flags.DEFINE_integer("num_infer_images", 4, "Validation images annotated by infer.")
-  flags.DEFINE_integer("num_train_images", 200, "Synthetic training images (first use).")
+  flags.DEFINE_integer("num_train_images", 400, "Synthetic training images (first use).")
   flags.DEFINE_integer("num_val_images", 50, "Synthetic validation images (first use).")
+  flags.DEFINE_enum("style", "simple", synthetic.STYLES, "Synthetic data style (first use).")
+  flags.DEFINE_list("image_size", ["160", "224"], "Synthetic images' shorter side: min,max.")
 
 
 def _eval_settings():
@@ -58,7 +60,9 @@ def main(argv):
   start = time.time()
   data = synthetic.ensure_synthetic_tfrecords(os.path.join(work, "data"), num_workers=2,
                                               num_train_images=FLAGS.num_train_images,
-                                              num_val_images=FLAGS.num_val_images)
+                                              num_val_images=FLAGS.num_val_images,
+                                              style=FLAGS.style,
+                                              image_size=tuple(int(v) for v in FLAGS.image_size))
   timings["data"] = time.time() - start
 
   train_pattern = data["instances"]["train"]

@@ -45,7 +45,7 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         steps_per_loop=1, checkpoint_interval=2000, max_to_keep=5, summary_interval=20,
         log_interval=20, image_summary_interval=0, num_summary_images=2,
         summary_score_threshold=0.5, summary_input=None, label_map=None, init_checkpoint=None,
-        train_input=inputs.build_input, model_fn=None):
+        train_input=inputs.build_input, model_fn=None, distributed_input="auto"):
   """Builds everything from plain arguments (gin binds them) and trains.
 
   Args:
@@ -75,6 +75,8 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
     train_input: (input_context, batch_size=..., seed=..., deterministic=...)
       -> dataset, e.g. ``@train/inputs.build_input``.
     model_fn: () -> model; None: the gin-configured `builders.build_rcnn`.
+    distributed_input: `loop.Trainer`'s ("auto": a plain tf.data input when
+      there is one replica in one process; "always").
 
   Returns:
     the last step's losses.
@@ -130,7 +132,7 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
           num_images=num_summary_images, class_names=class_names,
           score_threshold=summary_score_threshold),
       image_summary_dataset_fn=image_dataset_fn, init_checkpoint=init_checkpoint,
-      total_loss_key=rcnn_losses.TOTAL_LOSS)
+      total_loss_key=rcnn_losses.TOTAL_LOSS, distributed_input=distributed_input)
   return trainer.train()
 
 

@@ -181,3 +181,20 @@ def test_image_summaries_at_their_interval_and_the_end(tmp_path):
   assert tf.io.decode_png(events["predictions/1"][0][1].tensor.string_val[2]).shape == (2, 3, 3)
   with pytest.raises(ValueError, match="image_summary_fn"):
     _trainer(tmp_path / "x", 1, image_summary_interval=2)
+
+
+def test_single_replica_input_is_plain_and_matches_the_distributed_one(tmp_path):
+  plain = _trainer(tmp_path / "plain", 4, loss_fn=toy.fingerprint_loss_fn)
+  assert isinstance(plain.dataset, tf.data.Dataset)  # "auto" with one replica
+  distributed = _trainer(tmp_path / "dist", 4, loss_fn=toy.fingerprint_loss_fn,
+                         distributed_input="always")
+  assert not isinstance(distributed.dataset, tf.data.Dataset)
+  for _ in range(4):  # the same batches, the same updates
+    a = plain._train_step(plain.iterator)
+    b = distributed._train_step(distributed.iterator)
+    assert float(a["input_sum"]) == float(b["input_sum"])
+    np.testing.assert_allclose(float(a["total_loss"]), float(b["total_loss"]), rtol=1e-6)
+  for x, y in zip(toy.weights(plain.model), toy.weights(distributed.model), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+  with pytest.raises(ValueError, match="distributed_input"):
+    _trainer(tmp_path / "bad", 1, distributed_input="sometimes")
