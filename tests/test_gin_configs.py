@@ -63,3 +63,24 @@ def test_bad_binding_names_it():
 def test_missing_file_is_named():
   with pytest.raises(FileNotFoundError, match="nope.gin"):
     gin_files.parse(["models/nope.gin"])
+
+
+def test_unregistered_function_is_called_plainly():
+  # models/*.gin never import tfdet.data.pipeline: the entry points still build its data set.
+  from tfdet.data import pipeline
+
+  gin_files.parse(["models/mask_rcnn_fpn.gin"])
+  assert gin_files.configurable(pipeline.build_dataset) is pipeline.build_dataset
+  assert gin_files.bindings(pipeline.build_dataset, scope="eval") == {}
+  assert gin_files.configurable(builders.build_rcnn) is not builders.build_rcnn
+
+
+def test_eval_resize_follows_the_eval_bindings():
+  gin_files.parse(["models/mask_rcnn_fpn.gin"])
+  assert gin_files.eval_resize() == (800, 1333)  # TEST.SCALE, TEST.MAX_SIZE
+  gin.clear_config()
+  gin_files.parse(["quickstart/mask_rcnn_tiny_fpn.gin"], ["SCALES = (128, 160)", "MAX_SIZE = 256"])
+  assert gin_files.eval_resize() == (160, 256)
+  gin.clear_config()
+  gin_files.parse(["quickstart/mask_rcnn_tiny_fpn.gin"])
+  assert gin_files.eval_resize() == (192, 320)

@@ -65,7 +65,7 @@ def define_flags():
 
 def build_eval_dataset(file_pattern, batch_size):
   """`pipeline.build_dataset(mode="eval")` with the gin bindings of scope ``eval/``."""
-  build = gin.get_configurable(pipeline.build_dataset)
+  build = gin_files.configurable(pipeline.build_dataset)
   kwargs = dict(mode="eval", batch_size=batch_size)
   if file_pattern:
     kwargs["file_pattern"] = file_pattern
@@ -84,11 +84,7 @@ def _file_pattern():
 
 def _tta_config():
   """The gin-bound `tta.TTAConfig` (its defaults when no gin file imports tta)."""
-  try:
-    make = gin.get_configurable(tta.TTAConfig)
-  except ValueError:  # not registered: nothing can be bound to it
-    make = tta.TTAConfig
-  return make()
+  return gin_files.configurable(tta.TTAConfig)()
 
 
 def build_tta_inputs(file_pattern, convention):
@@ -98,11 +94,7 @@ def build_tta_inputs(file_pattern, convention):
   """
   if not file_pattern:
     raise app.UsageError("--tta needs the eval shards: --file_pattern or its gin binding")
-  try:
-    with gin.config_scope("eval"):
-      bound = gin.get_bindings(pipeline.build_dataset)
-  except ValueError:  # no gin file imports pipeline: nothing is bound
-    bound = {}
+  bound = gin_files.bindings(pipeline.build_dataset, scope="eval")
   preprocessing = tta.Preprocessing.from_pipeline_arguments(**bound)
   config = _tta_config()
   logging.info("test-time augmentation: %s, identity %s", config, preprocessing.identity)

@@ -12,6 +12,7 @@ together with the folders of the files given.
 
 import contextlib
 import importlib.resources
+import inspect
 import logging
 import os
 import pathlib
@@ -79,3 +80,40 @@ def parse(gin_files, bindings=(), *, finalize=True):
 def shipped_gin_files():
   """Every .gin file under gin_configs/, sorted."""
   return sorted(str(p) for p in CONFIG_DIR.rglob("*.gin"))
+
+
+def configurable(fn):
+  """gin's configurable of `fn`, or `fn` itself when no parsed file registered it.
+
+  The shipped configs use dynamic registration: a function is known to gin only
+  once a file imports its module and binds it. One that is not registered has no
+  bindings, so calling it plainly is what gin would do.
+  """
+  try:
+    return gin.get_configurable(fn)
+  except ValueError:
+    return fn
+
+
+def bindings(fn, *, scope=None):
+  """The parameters gin binds for `fn` (in `scope`): {} when it is not registered."""
+  try:
+    with gin.config_scope(scope):
+      return gin.get_bindings(fn)
+  except ValueError:  # not registered: nothing is bound
+    return {}
+
+
+def eval_resize():
+  """(scale, max_size) of the ``eval/pipeline.build_dataset`` bindings.
+
+  What the eval split is resized to (TEST.SCALE: the last of ``scales``,
+  TEST.MAX_SIZE) is also what export and infer resize to by default; the
+  pipeline's defaults (800, 1333) when nothing is bound.
+  """
+  from tfdet.data import pipeline  # the entry points import it anyway
+
+  defaults = inspect.signature(pipeline.build_dataset).parameters
+  bound = bindings(pipeline.build_dataset, scope="eval")
+  scales = bound.get("scales", defaults["scales"].default)
+  return int(scales[-1]), int(bound.get("max_size", defaults["max_size"].default))

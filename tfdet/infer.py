@@ -49,8 +49,10 @@ def define_flags():
   flags.DEFINE_string("label_map", None, "label_map.json for class names and category ids.")
   flags.DEFINE_string("convention", "detectron", "Box convention of the model (mask pasting, "
                       "COCO widths); with --gin_file the model's own.")
-  flags.DEFINE_integer("scale", 800, "Shorter side (with --gin_file; a SavedModel has its own).")
-  flags.DEFINE_integer("max_size", 1333, "Longer-side cap (with --gin_file).")
+  flags.DEFINE_integer("scale", None, "Shorter side (with --gin_file; default: the "
+                       "eval/pipeline.build_dataset binding, else 800; a SavedModel has its own).")
+  flags.DEFINE_integer("max_size", None, "Longer-side cap (with --gin_file; default: the "
+                       "eval/pipeline.build_dataset binding, else 1333).")
   flags.mark_flags_as_required(["input", "output_dir"])
 
 
@@ -143,7 +145,9 @@ def main(argv):
     model(serving.dummy_batch(), training=False)
     runner.restore(model, runner.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint))
     convention = model.convention
-    module = serving.DetectionModule(model, scale=FLAGS.scale, max_size=FLAGS.max_size)
+    scale, max_size = gin_files.eval_resize()
+    module = serving.DetectionModule(model, scale=FLAGS.scale or scale,
+                                     max_size=FLAGS.max_size or max_size)
     run = module.serve_bytes  # `module` stays referenced: tf.function methods hold it weakly
   class_to_category = class_names = None
   if FLAGS.label_map:

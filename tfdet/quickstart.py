@@ -42,11 +42,6 @@ def define_flags():
   flags.DEFINE_list("image_size", ["160", "224"], "Synthetic images' shorter side: min,max.")
 
 
-def _eval_settings():
-  return dict(scales=(gin.query_parameter("train/inputs.build_input.scales")[-1],),
-              max_size=gin.query_parameter("train/inputs.build_input.max_size"))
-
-
 def main(argv):
   del argv
   import tensorflow as tf
@@ -79,9 +74,9 @@ def main(argv):
   model = gin.get_configurable(builders.build_rcnn)()
   model(serving.dummy_batch(), training=False)
   step = runner.restore(model, runner.checkpoint_path(model_dir))
-  settings = _eval_settings()
+  scale, max_size = gin_files.eval_resize()
   dataset = pipeline.build_dataset(data["instances"]["val"], mode="eval", batch_size=2,
-                                   **settings)
+                                   scales=(scale,), max_size=max_size)
   label_map = data["label_map"]["instances"]
   eval_dir = os.path.join(work, "eval")
   metrics = runner.evaluate(model, dataset,
@@ -95,8 +90,7 @@ def main(argv):
   reference = gin.get_configurable(builders.build_rcnn)(implementation="reference")
   reference(serving.dummy_batch(), training=False)
   reference.set_weights(model.get_weights())
-  serving.export_saved_model(reference, export_dir, scale=settings["scales"][0],
-                             max_size=settings["max_size"])
+  serving.export_saved_model(reference, export_dir, scale=scale, max_size=max_size)
   timings["export"] = time.time() - t
 
   t = time.time()

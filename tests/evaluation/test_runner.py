@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 
+import gin
 import pytest
 import tensorflow as tf
 
 from tests.export import tiny
-from tfdet.data import pipeline, synthetic
+from tfdet import evaluate, gin_files
+from tfdet.data import keys, pipeline, synthetic
 from tfdet.evaluation import coco, runner
 from tfdet.modeling.detectors import rcnn_losses
 
@@ -99,3 +101,15 @@ def test_evaluate_command_line_watches_checkpoints(data, model, tmp_path):
   with open(tmp_path / "model" / "eval" / "metrics-3.json") as f:
     record = json.load(f)
   assert record["step"] == 3 and record["num_images"] == 4 and "segm/AP" in record
+
+
+def test_eval_dataset_of_a_shipped_model_file(data):
+  # A model file binds nothing of the eval pipeline: Detectron's TEST.SCALE 800, MAX_SIZE 1333.
+  gin.clear_config()
+  try:
+    gin_files.parse(["models/mask_rcnn_fpn.gin"])
+    batch = next(iter(evaluate.build_eval_dataset(data["instances"]["val"], 2)))
+  finally:
+    gin.clear_config()
+  height, width = batch[keys.IMAGES].shape[1:3]
+  assert min(height, width) >= 800 and max(height, width) <= 1344

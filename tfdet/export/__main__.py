@@ -31,8 +31,10 @@ def define_flags():
   flags.DEFINE_string("model_dir", None, "Training directory (checkpoints).")
   flags.DEFINE_string("checkpoint", None, "Checkpoint to export (default: the latest).")
   flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (e.g. .../export/1).")
-  flags.DEFINE_integer("scale", 800, "Shorter side of the in-graph resize (TEST.SCALE).")
-  flags.DEFINE_integer("max_size", 1333, "Longer-side cap (TEST.MAX_SIZE).")
+  flags.DEFINE_integer("scale", None, "Shorter side of the in-graph resize (TEST.SCALE; "
+                       "default: the eval/pipeline.build_dataset binding, else 800).")
+  flags.DEFINE_integer("max_size", None, "Longer-side cap (TEST.MAX_SIZE; default: the "
+                       "eval/pipeline.build_dataset binding, else 1333).")
   flags.DEFINE_integer("size_divisibility", 32, "Canvas multiple (32 FPN, 1 is fine for C4).")
   flags.mark_flags_as_required(["model_dir", "export_dir"])
 
@@ -51,8 +53,9 @@ def main(argv):
   del argv
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
   model = load_reference_model(FLAGS.model_dir, FLAGS.checkpoint)
-  serving.export_saved_model(model, FLAGS.export_dir, scale=FLAGS.scale,
-                             max_size=FLAGS.max_size,
+  scale, max_size = gin_files.eval_resize()
+  serving.export_saved_model(model, FLAGS.export_dir, scale=FLAGS.scale or scale,
+                             max_size=FLAGS.max_size or max_size,
                              size_divisibility=FLAGS.size_divisibility)
   logging.info("exported to %s", FLAGS.export_dir)
 
