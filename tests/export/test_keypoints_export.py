@@ -10,44 +10,19 @@ from; `tfdet.infer` writes them into its COCO json.
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export import keypoint_model, tiny
+from tests.export import fresh_process, keypoint_model, tiny
 from tfdet import infer, visualization
 from tfdet.data import synthetic
 from tfdet.export import serving
 from tfdet.modeling.detectors import outputs as out
 
-_CHECK = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-
-    export_dir, image_path, out_path = sys.argv[1:4]
-    loaded = tf.saved_model.load(export_dir)
-    image = np.load(image_path)
-    encoded = tf.io.encode_png(image)
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded.numpy()]))}))
-    results = {
-        "serving_default": loaded.signatures["serving_default"](images=tf.constant(image[None])),
-        "serving_bytes": loaded.signatures["serving_bytes"](encoded_images=encoded[None]),
-        "serving_tf_example": loaded.signatures["serving_tf_example"](
-            serialized_examples=tf.constant([example.SerializeToString()])),
-    }
-    np.savez(out_path, **{f"{s}/{k}": v.numpy() for s, r in results.items() for k, v in r.items()})
-    specs = {name: {k: [v.dtype.name, v.shape.as_list()]
-                    for k, v in loaded.signatures[name].structured_outputs.items()}
-             for name in results}
-    print(json.dumps({"specs": specs,
-                      "tfdet_imported": any(m.startswith("tfdet") for m in sys.modules)}))
-""")
+_SPECS = ("specs={name: {k: [v.dtype.name, v.shape.as_list()] "
+          "for k, v in loaded.signatures[name].structured_outputs.items()} for name in results}")
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +34,8 @@ def exported(tmp_path_factory):
   export_dir = str(tmp / "saved_model")
   module = serving.export_saved_model(model, export_dir, **tiny.PREPROCESSING)
   image = np.random.default_rng(0).integers(0, 255, size=(80, 120, 3), dtype=np.uint8)
-  np.save(tmp / "image.npy", image)
-  env = dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(
-      [sys.executable, "-c", _CHECK, export_dir, str(tmp / "image.npy"), str(tmp / "out.npz")],
-      capture_output=True, text=True, cwd=str(tmp), env=env, timeout=240, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
-  return model, module, image, export_dir, report, dict(np.load(tmp / "out.npz"))
+  report, served = fresh_process.run_signatures(export_dir, image, tmp, report=_SPECS)
+  return model, module, image, export_dir, report, served
 
 
 def test_signatures_output_keypoints(exported):

@@ -7,56 +7,36 @@ signatures and writes their outputs, which are compared here with the
 in-process model (same weights) on the same image.
 """
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export import tiny
+from tests.export import fresh_process, tiny
 from tfdet.data import keys, schema, transforms
 from tfdet.export import serving
 from tfdet.modeling.detectors import outputs as out
 
-_CHECK = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow.python.framework import op_def_registry
+_OPS = """
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 
-    export_dir, image_path, out_path = sys.argv[1:4]
-    sm = saved_model_pb2.SavedModel()
-    with open(export_dir + "/saved_model.pb", "rb") as f:
-      sm.ParseFromString(f.read())
-    ops = set()
-    for meta in sm.meta_graphs:
-      ops |= {n.op for n in meta.graph_def.node}
-      for fn in meta.graph_def.library.function:
-        ops |= {n.op for n in fn.node_def}
-    functions = {fn.signature.name for m in sm.meta_graphs for fn in m.graph_def.library.function}
-    ops -= functions  # calls of the SavedModel's own functions
-    unregistered = sorted(op for op in ops if op_def_registry.get(op) is None)
-    loaded = tf.saved_model.load(export_dir)
-    image = np.load(image_path)
-    encoded = tf.io.encode_png(image)
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded.numpy()]))}))
-    results = {
-        "serving_default": loaded.signatures["serving_default"](images=tf.constant(image[None])),
-        "serving_bytes": loaded.signatures["serving_bytes"](encoded_images=encoded[None]),
-        "serving_tf_example": loaded.signatures["serving_tf_example"](
-            serialized_examples=tf.constant([example.SerializeToString()])),
-    }
-    np.savez(out_path, **{f"{s}/{k}": v.numpy() for s, r in results.items() for k, v in r.items()})
-    print(json.dumps({"ops": sorted(ops), "unregistered": unregistered,
-                      "signatures": sorted(loaded.signatures),
-                      "tfdet_imported": any(m.startswith("tfdet") for m in sys.modules)}))
-""")
+sm = saved_model_pb2.SavedModel()
+with open(export_dir + "/saved_model.pb", "rb") as f:
+  sm.ParseFromString(f.read())
+ops = set()
+for meta in sm.meta_graphs:
+  ops |= {n.op for n in meta.graph_def.node}
+  for fn in meta.graph_def.library.function:
+    ops |= {n.op for n in fn.node_def}
+functions = {fn.signature.name for m in sm.meta_graphs for fn in m.graph_def.library.function}
+ops -= functions  # calls of the SavedModel's own functions
+unregistered = sorted(op for op in ops if op_def_registry.get(op) is None)
+"""
+_REPORT = 'ops=sorted(ops), unregistered=unregistered, signatures=sorted(loaded.signatures)'
 
 OUTPUT_KEYS = (out.DETECTION_BOXES, out.DETECTION_SCORES, out.DETECTION_CLASSES,
                out.NUM_DETECTIONS, out.DETECTION_MASKS, serving.IMAGE_INFO)
@@ -82,14 +62,9 @@ def exported(tmp_path_factory):
   export_dir = str(tmp / "saved_model")
   serving.export_saved_model(model, export_dir, **tiny.PREPROCESSING)
   image = np.random.default_rng(0).integers(0, 255, size=(80, 120, 3), dtype=np.uint8)
-  np.save(tmp / "image.npy", image)
-  env = dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run(
-      [sys.executable, "-c", _CHECK, export_dir, str(tmp / "image.npy"), str(tmp / "out.npz")],
-      capture_output=True, text=True, cwd=str(tmp), env=env, timeout=240, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
-  return model, image, export_dir, report, dict(np.load(tmp / "out.npz"))
+  report, served = fresh_process.run_signatures(export_dir, image, tmp, prelude=_OPS,
+                                                report=_REPORT)
+  return model, image, export_dir, report, served
 
 
 def test_graph_has_only_stock_ops(exported):
