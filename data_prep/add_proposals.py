@@ -1,15 +1,23 @@
 r"""Adds precomputed proposals (Detectron's format) to existing TFRecord shards.
 
-Reads a proposal file -- a pickle (Detectron writes these, Python 2 pickles
-included) or an .npz -- holding ``boxes`` (a list of ``[n_i, 4]`` arrays of
-``(x1, y1, x2, y2)`` in original-image pixels), ``scores`` (a list of
-``[n_i]``) and ``ids`` (image ids; Detectron's older ``indexes`` key is
-accepted too), and writes copies of the given shards, under the same names
-in another folder, with `schema.PROPOSAL_BOXES` / `schema.PROPOSAL_SCORES`
-set (replacing any there). Boxes are stored as the file gives them; with
-``top_k`` > 0 each image keeps its ``top_k`` highest-scoring proposals
-(stable sort by descending score; Detectron's files are already sorted and
-it keeps the first ``top_k``).
+Reads a proposal file and writes copies of the given shards, under the same
+names in another folder, with `schema.PROPOSAL_BOXES` /
+`schema.PROPOSAL_SCORES` set (replacing any there). Two formats:
+
+* a pickle, as Detectron writes them (Python 2 pickles included): a dict with
+  ``boxes`` (a list of ``[n_i, 4]`` arrays of ``(x1, y1, x2, y2)`` in
+  original-image pixels), ``scores`` (a list of ``[n_i]``) and ``ids`` (image
+  ids; Detectron's older ``indexes`` key is accepted too). It is read with
+  `tfdet.safe_pickle`, which admits only dicts, lists, tuples, strings,
+  numbers and numpy arrays and refuses anything that would run code.
+* an ``.npz`` of plain arrays (`save_proposals_npz` writes one): ``boxes``
+  ``[N, 4]`` and ``scores`` ``[N]`` of all images concatenated, ``ids``
+  ``[I]`` and ``counts`` ``[I]`` (how many rows each image has, in order).
+  It is read with ``allow_pickle=False``: object arrays are refused.
+
+Boxes are stored as the file gives them; with ``top_k`` > 0 each image keeps
+its ``top_k`` highest-scoring proposals (stable sort by descending score;
+Detectron's files are already sorted and it keeps the first ``top_k``).
 
 Usage:
   python -m data_prep.add_proposals --proposals_file=rpn_proposals.pkl \
@@ -18,8 +26,8 @@ Usage:
 
 import glob
 import os
-import pickle
 import shutil
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -27,22 +35,85 @@ from absl import app, flags, logging
 
 from data_prep import shard_writer
 from data_prep.coco_annotations import BadInputError
+from tfdet import safe_pickle
 from tfdet.data import schema
+
+NPZ_KEYS = ("boxes", "scores", "ids", "counts")
+
+
+def save_proposals_npz(path, boxes, scores, ids):
+  """Writes per-image proposals as the plain-array .npz that `load_proposals` reads.
+
+  Args:
+    boxes: list of [n_i, 4] arrays, one per image.
+    scores: list of [n_i] arrays.
+    ids: list of image ids, in the same order.
+  """
+  boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+  np.savez(path, boxes=np.concatenate(boxes or [np.zeros((0, 4), np.float32)]),
+           scores=np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores]
+                                 or [np.zeros((0,), np.float32)]),
+           ids=np.asarray(ids, np.int64), counts=np.asarray([len(b) for b in boxes], np.int64))
+
+
+def _load_npz(path):
+  """The plain-array .npz layout as the pickle layout's lists."""
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      missing = [k for k in NPZ_KEYS if k not in npz.files]
+      if missing:
+        raise BadInputError(f"{path}: .npz proposal file lacks {missing} (has {sorted(npz.files)};"
+                            f" needs {list(NPZ_KEYS)}: boxes [N, 4], scores [N], ids [I], "
+                            "counts [I])")
+      data = {}
+      for key in NPZ_KEYS:
+        try:
+          data[key] = npz[key]
+        except ValueError as e:
+          if "allow_pickle" not in str(e):
+            raise BadInputError(f"{path}: array {key!r} is unreadable ({e})") from None
+          raise BadInputError(
+              f"{path}: array {key!r} holds Python objects, which are refused (loading them can "
+              f"run code); write boxes [N, 4], scores [N], ids [I] and counts [I] as plain "
+              f"arrays (data_prep.add_proposals.save_proposals_npz) ({e})") from None
+  except (OSError, zipfile.BadZipFile, EOFError) as e:
+    raise BadInputError(f"{path}: not a readable .npz file ({e})") from None
+  counts = data["counts"].astype(np.int64).reshape(-1)
+  if len(counts) != len(data["ids"].reshape(-1)) or counts.sum() != len(data["boxes"]) or (
+      counts < 0).any():
+    raise BadInputError(f"{path}: counts {counts.tolist()[:10]} do not split "
+                        f"{len(data['boxes'])} boxes over {data['ids'].size} ids")
+  splits = np.cumsum(counts)[:-1]
+  boxes, scores = data["boxes"], data["scores"]
+  if len(scores) != len(boxes):
+    raise BadInputError(f"{path}: {len(boxes)} boxes but {len(scores)} scores")
+  return {"boxes": np.split(boxes, splits) if len(counts) else [],
+          "scores": np.split(scores, splits) if len(counts) else [],
+          "ids": data["ids"].reshape(-1).tolist()}
 
 
 def load_proposals(path):
   """Loads a proposal file into {image_id: (boxes [n, 4] float32, scores [n] float32)}.
 
   Raises:
-    BadInputError: missing keys, lists of different lengths, duplicate ids,
-      boxes not [n, 4] or scores not [n].
+    BadInputError: a pickle that names anything but data (it is not run), a
+      truncated or corrupt file, an .npz holding object arrays, missing keys,
+      lists of different lengths, duplicate ids, boxes not [n, 4] or scores not [n].
   """
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=True) as npz:
-      data = {k: npz[k] for k in npz.files}
+    data = _load_npz(path)
   else:
-    with open(path, "rb") as f:
-      data = pickle.load(f, encoding="latin1")
+    try:
+      data = safe_pickle.load(path)
+    except safe_pickle.UnsafePickleError as e:
+      raise BadInputError(f"{e} (the file was not loaded)") from None
+    except safe_pickle.CorruptPickleError as e:
+      raise BadInputError(str(e)) from None
+    except OSError as e:
+      raise BadInputError(f"{path}: cannot read the proposal file ({e})") from None
+  if not isinstance(data, dict):
+    raise BadInputError(f"{path}: proposal file holds a {type(data).__name__}, need a dict with "
+                        "boxes, scores and ids")
   id_key = "ids" if "ids" in data else "indexes"
   for key in ("boxes", "scores", id_key):
     if key not in data:
@@ -115,12 +186,12 @@ def add_proposals(proposals_file, input_files, output_dir, *, top_k=0, allow_mis
   input_files = sorted(input_files)
   if not input_files:
     raise BadInputError("add_proposals: no input shards")
-  os.makedirs(output_dir, exist_ok=True)
   out_paths = [os.path.join(output_dir, os.path.basename(p)) for p in input_files]
   for src, dst in zip(input_files, out_paths, strict=True):
     if os.path.abspath(src) == os.path.abspath(dst):
       raise ValueError(f"add_proposals: output {dst} would overwrite its input")
   proposals = load_proposals(proposals_file)
+  os.makedirs(output_dir, exist_ok=True)
   summary = {"records": 0, "missing": 0, "shards": []}
   for src, dst in zip(input_files, out_paths, strict=True):
     def records(src=src):

@@ -1,4 +1,4 @@
-"""add_proposals: pickle and npz round trips, top-k, missing images, shape errors."""
+"""add_proposals: pickle and npz round trips, top-k, missing images, shape errors, unsafe files."""
 
 import glob
 import os
@@ -37,8 +37,7 @@ def test_round_trip_and_top_k(shards, tmp_path, fmt):
     with open(file, "wb") as f:
       pickle.dump(props, f)
   else:
-    np.savez(file, boxes=np.array(props["boxes"], dtype=object),
-             scores=np.array(props["scores"], dtype=object), ids=np.array(props["ids"]))
+    ap.save_proposals_npz(file, props["boxes"], props["scores"], props["ids"])
   out = str(tmp_path / "with_props")
   summary = ap.add_proposals(file, shards, out, top_k=2)
   assert summary["records"] == 3 and summary["missing"] == 0
@@ -77,3 +76,51 @@ def test_missing_images_and_bad_shapes(shards, tmp_path):
     ap.add_proposals(file, shards, str(tmp_path / "d"))
   with pytest.raises(ValueError, match="overwrite its input"):
     ap.add_proposals(file, shards, os.path.dirname(shards[0]))
+
+
+class _RunsCommand:
+  def __init__(self, command):
+    self.command = command
+
+  def __reduce__(self):
+    return os.system, (self.command,)
+
+
+def test_unsafe_and_damaged_proposal_files_are_refused_before_anything_is_written(shards,
+                                                                                   tmp_path):
+  marker = tmp_path / "ran"
+  props = _proposals([10, 11, 12])
+  props["cfg"] = _RunsCommand(f"touch {marker}")
+  cases = {}
+  cases["evil.pkl"] = pickle.dumps(props, protocol=2)
+  cases["cut.pkl"] = pickle.dumps(_proposals([10, 11, 12]))[:-40]
+  npz = tmp_path / "objects.npz"
+  good = _proposals([10, 11, 12])
+  np.savez(npz, boxes=np.array(good["boxes"], dtype=object),
+           scores=np.array(good["scores"], dtype=object), ids=np.array(good["ids"]),
+           counts=np.array([4, 0, 3]))
+  messages = {"evil.pkl": r"evil\.pkl: refused posix\.system.*not loaded",
+              "cut.pkl": r"cut\.pkl: not a readable pickle \(truncated or corrupt",
+              "objects.npz": r"objects\.npz: array 'boxes' holds Python objects, which are refused",
+              "absent.pkl": r"absent\.pkl: cannot read the proposal file"}
+  for name, data in cases.items():
+    (tmp_path / name).write_bytes(data)
+  for name, pattern in messages.items():
+    out = tmp_path / ("out_" + name)
+    with pytest.raises(BadInputError, match=pattern):
+      ap.add_proposals(str(tmp_path / name), shards, str(out))
+    assert not out.exists()
+  assert not marker.exists()
+
+
+def test_npz_layout_errors(tmp_path):
+  file = str(tmp_path / "p.npz")
+  np.savez(file, boxes=np.zeros((3, 4)), scores=np.zeros(3), ids=np.array([1, 2]))
+  with pytest.raises(BadInputError, match=r"p\.npz: \.npz proposal file lacks \['counts'\]"):
+    ap.load_proposals(file)
+  np.savez(file, boxes=np.zeros((3, 4)), scores=np.zeros(3), ids=np.array([1, 2]),
+           counts=np.array([1, 1]))
+  with pytest.raises(BadInputError, match=r"counts \[1, 1\] do not split 3 boxes over 2 ids"):
+    ap.load_proposals(file)
+  ap.save_proposals_npz(file, [], [], [])
+  assert ap.load_proposals(file) == {}
