@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import testdata
 from tests.export import tiny
 from tfdet import visualization
 
-DEMO = "/work/shared/data/demo_images"
+DEMO = testdata.DEMO_IMAGES_DIR
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN = tiny.tiny_gin(num_classes=3)
 LABEL_MAP = {"classes": {"1": {"category_id": 3, "name": "cat"},

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import testdata
 from tfdet.data import schema
 
-SAMPLE_DIR = "/work/shared/data/coco_val2017_sample"
-SAMPLE_JSON = os.path.join(SAMPLE_DIR, "person_keypoints_sample.json")
+SAMPLE_DIR = testdata.COCO_SAMPLE_DIR
+SAMPLE_JSON = testdata.COCO_SAMPLE_JSON
 
 
 def write_jpeg(path, height, width, seed=0):
