@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.ops.op_library import IMPLEMENTATIONS, custom, needs_gpu, needs_library
 from tfdet.ops import custom_ops
 from tfdet.ops.roi_align import multilevel_roi_align, roi_align
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(not custom_ops.is_available(),
-                                reason="tfdet op library not built")
-needs_gpu = pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="no GPU")
 
 
 def _random_rois(rng, num, height, width, stride):
@@ -44,6 +41,7 @@ def _run(impl, features, rois, bidx, upstream, **kw):
   return out.numpy(), tape.gradient(loss, features).numpy()
 
 
+@needs_library
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 def test_matches_reference(aligned, sampling_ratio):
@@ -63,7 +61,7 @@ def test_matches_reference(aligned, sampling_ratio):
   assert np.abs(out).max() > 0.1
 
 
-@pytest.mark.parametrize("impl", ["custom", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_empty_rois(impl):
   features = np.ones((2, 5, 6, 3), np.float32)
   rois = np.zeros((0, 4), np.float32)
@@ -74,7 +72,7 @@ def test_empty_rois(impl):
   np.testing.assert_array_equal(grad, np.zeros_like(features))
 
 
-@pytest.mark.parametrize("impl", ["custom", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_linear_ramp_is_exact(impl):
   # Bilinear sampling of a linear function is exact, and the 2x2 samples of a
   # bin are symmetric about its centre, so each bin equals f(centre).
@@ -92,7 +90,7 @@ def test_linear_ramp_is_exact(impl):
     np.testing.assert_allclose(out[r], want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["custom", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_hand_computed(impl):
   # One row [10, 20, 30] (H = 1, W = 3), scale 1, one sample per bin.
   f = np.array([10.0, 20.0, 30.0], np.float32).reshape(1, 1, 3, 1)
@@ -115,8 +113,9 @@ def test_hand_computed(impl):
   np.testing.assert_allclose(out.numpy().ravel(), [20.0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("aligned", [False, True])
-def test_numerical_gradient(aligned):
+def test_numerical_gradient(aligned, impl):
   rng = np.random.default_rng(7)
   features = tf.constant(rng.normal(size=(2, 5, 6, 2)), tf.float64)
   # Sample points avoid integer coordinates (the kinks of bilinear sampling).
@@ -125,14 +124,14 @@ def test_numerical_gradient(aligned):
 
   def fn(x):
     out = roi_align(tf.cast(x, tf.float32), rois, bidx, output_size=(2, 3), spatial_scale=1.0,
-                    sampling_ratio=2, aligned=aligned)
+                    sampling_ratio=2, aligned=aligned, implementation=impl)
     return tf.cast(out, tf.float64)
 
   theoretical, numerical = tf.test.compute_gradient(fn, [features], delta=1e-3)
   np.testing.assert_allclose(theoretical[0], numerical[0], atol=2e-3)
 
 
-@pytest.mark.parametrize("impl", ["custom", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_multilevel_equals_single_level(impl):
   rng = np.random.default_rng(3)
   strides = [4, 8, 16]
@@ -152,7 +151,7 @@ def test_multilevel_equals_single_level(impl):
   want_grads = [np.zeros_like(f) for f in feats]
   for level, stride in enumerate(strides):
     sel = np.nonzero(levels == level)[0]
-    o, g = _run("custom", feats[level], rois[sel], bidx[sel], upstream[sel],
+    o, g = _run(impl, feats[level], rois[sel], bidx[sel], upstream[sel],
                 spatial_scale=1 / stride, **kw)
     np.testing.assert_allclose(out.numpy()[sel], o, rtol=1e-5, atol=1e-5)
     want_grads[level] = g
@@ -160,6 +159,7 @@ def test_multilevel_equals_single_level(impl):
     np.testing.assert_allclose(g.numpy(), want, rtol=1e-4, atol=1e-4)
 
 
+@needs_library
 def test_multilevel_with_one_level_in_graph():
   rng = np.random.default_rng(4)
   feats = tf.constant(rng.normal(size=(1, 6, 7, 2)).astype(np.float32))
@@ -179,7 +179,7 @@ def test_multilevel_with_one_level_in_graph():
   np.testing.assert_allclose(grad_multi.numpy(), grad_single.numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["custom", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_nonfinite_rois_give_zeros(impl):
   rng = np.random.default_rng(5)
   features = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
@@ -215,7 +215,8 @@ def _raw_multilevel(**overrides):
 _ERRORS = (tf.errors.InvalidArgumentError, ValueError, TypeError)
 
 
-@pytest.mark.parametrize("call, name", [
+# Bad input the compiled ops (or the wrappers in front of them) must name.
+_BAD_INPUTS_CUSTOM = [
     (lambda: _raw_forward(features=tf.zeros([4, 5, 3])), "features"),
     (lambda: _raw_forward(rois=tf.zeros([3, 5])), "rois"),
     (lambda: _raw_forward(rois=tf.zeros([3])), "rois"),
@@ -243,21 +244,29 @@ _ERRORS = (tf.errors.InvalidArgumentError, ValueError, TypeError)
                        spatial_scale=1.0), "output_size"),
     (lambda: roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), [0], output_size=2,
                        spatial_scale=1.0, sampling_ratio=-1), "sampling_ratio"),
-    (lambda: roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), [0], output_size=2,
-                       spatial_scale=1.0, implementation="fast"), "implementation"),
     (lambda: multilevel_roi_align([tf.zeros([1, 4, 4, 1])], tf.zeros([1, 4]), [0], [0],
                                   output_size=2, spatial_scales=[1.0, 2.0]), "spatial_scales"),
+]
+# The same checks in the pure-TF references.
+_BAD_INPUTS_REFERENCE = [
+    (lambda: roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), [0], output_size=2,
+                       spatial_scale=1.0, implementation="fast"), "implementation"),
     (lambda: roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), [3], output_size=2,
                        spatial_scale=1.0, implementation="reference"), "batch_indices"),
     (lambda: multilevel_roi_align([tf.zeros([1, 4, 4, 1])], tf.zeros([1, 4]), [0], [1],
                                   output_size=2, spatial_scales=[1.0], implementation="reference"),
      "levels"),
-])
+]
+
+
+@pytest.mark.parametrize("call, name",
+                         [custom(*case) for case in _BAD_INPUTS_CUSTOM] + _BAD_INPUTS_REFERENCE)
 def test_bad_input_names_argument(call, name):
   with pytest.raises(_ERRORS, match=name.replace("[", r"\[").replace("]", r"\]")):
     call()
 
 
+@needs_library
 def test_bad_input_in_graph_shape_function():
   @tf.function(input_signature=[tf.TensorSpec([None, 4, 5, 3]), tf.TensorSpec([None, 4]),
                                 tf.TensorSpec([None], tf.int32)])
@@ -272,6 +281,7 @@ def test_bad_input_in_graph_shape_function():
     tf.function(lambda: _raw_forward(features=tf.zeros([2, 4, 5]))).get_concrete_function()
 
 
+@needs_library
 def test_grad_op_validates_features_shape():
   lib = custom_ops.load()
   args = dict(grads=tf.zeros([3, 2, 2, 3]), rois=tf.zeros([3, 4]),
@@ -285,6 +295,7 @@ def test_grad_op_validates_features_shape():
   assert grad.shape == (2, 4, 5, 3)
 
 
+@needs_library
 @needs_gpu
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
 def test_gpu_matches_cpu(dtype):

@@ -92,6 +92,7 @@ def generate_proposals(scores, deltas, anchors, image_info, *, pre_nms_top_n, po
     rois: [B, collect_top_n, 4] float32, rows in descending score.
     roi_scores: [B, collect_top_n] float32.
     num_rois: [B] int32, the number of valid rows per image.
+    No gradient flows through them (in either implementation).
   """
   custom_ops.check_implementation(implementation)
   check_proposal_args(pre_nms_top_n=pre_nms_top_n, post_nms_top_n=post_nms_top_n,
@@ -109,8 +110,9 @@ def generate_proposals(scores, deltas, anchors, image_info, *, pre_nms_top_n, po
                 bbox_xform_clip=float(bbox_xform_clip), collect_top_n=int(collect_top_n),
                 collect_per_batch=bool(collect_per_batch))
   if implementation == "reference":
-    return proposals_ref.generate_proposals_ref(scores, deltas, anchors, image_info,
-                                                convention=convention, **kwargs)
+    # No gradient, as the compiled op (which registers none).
+    return tuple(tf.stop_gradient(t) for t in proposals_ref.generate_proposals_ref(
+        scores, deltas, anchors, image_info, convention=convention, **kwargs))
   rois, roi_scores, num_rois = custom_ops.load().tfdet_generate_proposals(
       scores=scores, deltas=deltas, anchors=anchors, image_info=image_info,
       legacy_plus_one=box_offset(convention) == 1.0, **kwargs)
