@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tests.export import keypoint_model, tiny
-from tfdet.data import keys, pipeline, synthetic
+from tfdet.data import keys, pipeline
 from tfdet.evaluation import coco, runner
 from tfdet.modeling.detectors import outputs as out
 
@@ -24,9 +24,8 @@ DATA = dict(scales=(96,), max_size=160, max_instances=16, max_polygon_vertices=6
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  return synthetic.ensure_synthetic_tfrecords(str(tmp_path_factory.mktemp("synthetic")),
-                                              num_train_images=1, num_val_images=8)
+def data(synthetic_data):
+  return synthetic_data
 
 
 def _dataset(data):

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from tests.export import tiny
+from tests.shared_data import first_shard
 from tfdet import gin_files
-from tfdet.data import keys, pipeline, schema, synthetic
+from tfdet.data import keys, pipeline, schema
 from tfdet.evaluation import runner, tta, tta_merge
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.config import RoiHeadSettings
@@ -280,9 +281,8 @@ def test_keypoint_heatmaps_are_merged_over_flips(model, records):
   np.testing.assert_array_equal(keypoints, wrapped.keypoints_from_heatmaps(want[None], boxes))
 
 
-def test_evaluate_command_line_with_tta(model, tmp_path):
-  data = synthetic.ensure_synthetic_tfrecords(str(tmp_path / "data"), num_train_images=1,
-                                              num_val_images=2, image_size=(96, 128))
+def test_evaluate_command_line_with_tta(model, tmp_path, synthetic_data):
+  data = synthetic_data
   ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(5, dtype=tf.int64))
   tf.train.CheckpointManager(ckpt, str(tmp_path / "model"), max_to_keep=1).save()
   gin_text = tiny.tiny_gin(num_classes=NUM_CLASSES, imports=["from tfdet.evaluation import tta"])
@@ -295,7 +295,7 @@ def test_evaluate_command_line_with_tta(model, tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.run(
       [sys.executable, "-m", "tfdet.evaluate", f"--gin_file={tmp_path / 'tiny.gin'}",
-       f"--model_dir={tmp_path / 'model'}", f"--file_pattern={data['instances']['val']}",
+       f"--model_dir={tmp_path / 'model'}", f"--file_pattern={first_shard(data['instances']['val'])}",
        f"--annotations_file={data['annotations']['val']['instances']}", "--tta"],
       capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

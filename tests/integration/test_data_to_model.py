@@ -4,15 +4,13 @@ shards -> tf.data pipeline -> a tiny Mask R-CNN's losses and one SGD step."""
 import numpy as np
 import tensorflow as tf
 
-from tfdet.data import keys, pipeline, synthetic
+from tfdet.data import keys, pipeline
 from tfdet.modeling.detectors import builders, rcnn_losses
 from tfdet.modeling.detectors.config import RoiHeadSettings, RpnSettings
 
 
-def test_synthetic_shards_feed_a_mask_rcnn_training_step(tmp_path):
-  data = synthetic.ensure_synthetic_tfrecords(str(tmp_path), num_train_images=4,
-                                              num_val_images=2, image_size=(96, 128),
-                                              num_train_shards=1)
+def test_synthetic_shards_feed_a_mask_rcnn_training_step(synthetic_data):
+  data = synthetic_data
   dataset = pipeline.build_dataset(data["instances"]["train"], mode="train", batch_size=2,
                                    scales=(128,), max_size=160, max_instances=16,
                                    max_polygon_vertices=64, deterministic=True, seed=1)
