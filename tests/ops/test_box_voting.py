@@ -5,28 +5,15 @@ import math
 import numpy as np
 import pytest
 
+from tests import numpy_reference as ref
 from tfdet.ops.box_voting import SCORING_METHODS, box_voting
 
 OFF = {"detectron": 1.0, "modern": 0.0}
 
 
-def np_iou(a, b, off):
-  """[K, 4] x [N, 4] -> [K, N] IoU, positive intersections only."""
-  out = np.zeros([len(a), len(b)])
-  for i, p in enumerate(a):
-    for j, q in enumerate(b):
-      iw = min(p[2], q[2]) - max(p[0], q[0]) + off
-      ih = min(p[3], q[3]) - max(p[1], q[1]) + off
-      if iw > 0 and ih > 0:
-        ua = (p[2] - p[0] + off) * (p[3] - p[1] + off) + (q[2] - q[0] + off) * (
-            q[3] - q[1] + off) - iw * ih
-        out[i, j] = iw * ih / ua
-  return out
-
-
 def np_box_voting(top_boxes, top_scores, all_boxes, all_scores, thresh, method, beta, off):
   """Detectron's box voting semantics, one image, in float64."""
-  ov = np_iou(top_boxes, all_boxes, off)
+  ov = ref.iou_matrix(top_boxes, all_boxes, off)
   out_b = np.array(top_boxes, np.float64)
   out_s = np.array(top_scores, np.float64)
   for k in range(len(top_boxes)):

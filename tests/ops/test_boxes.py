@@ -6,20 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import numpy_reference as ref
 from tfdet.ops import boxes as box_ops
-
-
-def _np_iou(a, b, off):
-  out = np.zeros((len(a), len(b)))
-  for i, p in enumerate(a):
-    for j, q in enumerate(b):
-      iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]) + off)
-      ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]) + off)
-      inter = iw * ih
-      union = (p[2] - p[0] + off) * (p[3] - p[1] + off) + (q[2] - q[0] + off) * (
-          q[3] - q[1] + off) - inter
-      out[i, j] = inter / union if union > 0 else 0.0
-  return out
 
 
 def _random_boxes(rng, n, size=100.0):
@@ -59,7 +47,7 @@ def test_iou_matches_numpy_batched(convention, off):
   b = np.stack([_random_boxes(rng, 5) for _ in range(2)])
   got = box_ops.pairwise_iou(tf.constant(a), tf.constant(b), convention=convention).numpy()
   for i in range(2):
-    np.testing.assert_allclose(got[i], _np_iou(a[i], b[i], off), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[i], ref.iou_matrix(a[i], b[i], off), rtol=1e-5, atol=1e-6)
 
 
 def test_encode_by_hand_detectron():

@@ -1,12 +1,12 @@
 """Tests for tfdet.ops.multiclass_nms against a numpy port of Detectron's
 box_results_with_nms_and_limit, and hand-built cases."""
 
-import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import numpy_reference as ref
 from tfdet.ops.multiclass_nms import (
     DETECTION_BOXES,
     DETECTION_CLASSES,
@@ -20,51 +20,10 @@ from tfdet.ops.multiclass_nms import (
 OFF = {"detectron": 1.0, "modern": 0.0}
 
 
-def _iou(a, b, off):
-  iw = min(a[2], b[2]) - max(a[0], b[0]) + off
-  ih = min(a[3], b[3]) - max(a[1], b[1]) + off
-  if iw <= 0 or ih <= 0:
-    return 0.0
-  ua = (a[2] - a[0] + off) * (a[3] - a[1] + off) + (b[2] - b[0] + off) * (b[3] - b[1] + off)
-  return iw * ih / (ua - iw * ih)
-
-
-def np_hard_nms(boxes, scores, thresh, off):
-  """Greedy NMS, suppressing at IoU >= thresh (Detectron's CPU NMS)."""
-  keep, sup = [], np.zeros(len(scores), bool)
-  for i in np.argsort(-scores, kind="stable"):
-    if sup[i]:
-      continue
-    keep.append(i)
-    for j in range(len(scores)):
-      if not sup[j] and j != i and _iou(boxes[i], boxes[j], off) >= thresh:
-        sup[j] = True
-  return np.array(keep, np.int64)
-
-
-def np_soft_nms(boxes, scores, method, sigma, nt, thresh, off):
-  s = scores.astype(np.float32).copy()
-  remaining, out_i, out_s = list(range(len(s))), [], []
-  while remaining:
-    m = max(remaining, key=lambda i: (s[i], -i))
-    remaining.remove(m)
-    out_i.append(m)
-    out_s.append(s[m])
-    for j in list(remaining):
-      ov = _iou(boxes[m], boxes[j], off)
-      if ov <= 0:
-        continue
-      w = (1.0 - ov if ov > nt else 1.0) if method == "linear" else math.exp(-ov * ov / sigma)
-      s[j] = np.float32(w) * s[j]
-      if s[j] < thresh:
-        remaining.remove(j)
-  return np.array(out_i, np.int64), np.array(out_s, np.float32)
-
-
 def np_vote(top_b, top_s, all_b, all_s, thresh, method, off):
   out_b, out_s = top_b.astype(np.float64).copy(), top_s.astype(np.float64).copy()
   for k in range(len(top_b)):
-    sel = np.array([_iou(top_b[k], q, off) >= thresh for q in all_b], bool)
+    sel = np.array([ref.iou(top_b[k], q, off) >= thresh for q in all_b], bool)
     ws = all_s[sel].astype(np.float64)
     out_b[k] = (all_b[sel] * ws[:, None]).sum(0) / ws.sum()
     if method == "AVG":
@@ -80,10 +39,10 @@ def np_detectron_postprocess(boxes, scores, *, score_thresh, nms, dets_per_im, o
     inds = np.where(scores[:, j] > score_thresh)[0]
     bj, sj = boxes[inds, j], scores[inds, j]
     if soft is None:
-      keep = np_hard_nms(bj, sj, nms, off)
+      keep = ref.greedy_nms(bj, sj, nms, off)  # Detectron's CPU NMS: drops at IoU >= nms
       kb, ks = bj[keep], sj[keep]
     else:
-      keep, ks = np_soft_nms(bj, sj, soft, 0.5, nms, 0.0001, off)
+      keep, ks = ref.soft_nms(bj, sj, method=soft, sigma=0.5, nt=nms, thresh=0.0001, offset=off)
       kb = bj[keep]
     if vote is not None and len(kb):
       kb, ks = np_vote(kb, ks, bj, sj, 0.8, vote, off)

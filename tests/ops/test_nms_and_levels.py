@@ -4,28 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import numpy_reference as ref
 from tfdet.ops import fpn_levels, nms
-
-
-def _np_nms(boxes, scores, thr, off, max_out):
-  order = np.argsort(-scores, kind="stable")
-  order = [i for i in order if np.isfinite(scores[i])]
-  keep = []
-  while order and len(keep) < max_out:
-    i = order.pop(0)
-    keep.append(i)
-    rest = []
-    for j in order:
-      iw = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + off)
-      ih = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + off)
-      inter = iw * ih
-      ai = (boxes[i, 2] - boxes[i, 0] + off) * (boxes[i, 3] - boxes[i, 1] + off)
-      aj = (boxes[j, 2] - boxes[j, 0] + off) * (boxes[j, 3] - boxes[j, 1] + off)
-      iou = inter / (ai + aj - inter)
-      if (iou < thr) if off else (iou <= thr):  # Detectron drops at >=, torchvision at >
-        rest.append(j)
-    order = rest
-  return keep
 
 
 @pytest.mark.parametrize("convention,off", [("detectron", 1.0), ("modern", 0.0)])
@@ -39,7 +19,9 @@ def test_nms_matches_numpy_greedy(convention, off):
   idx, num = nms.nms_padded(tf.constant(boxes), tf.constant(scores), max_output_size=k,
                             iou_threshold=0.5, convention=convention)
   for i in range(b):
-    expect = _np_nms(boxes[i], scores[i], 0.5, off, k)
+    # Detectron drops at IoU >= threshold, torchvision at >.
+    expect = ref.greedy_nms(boxes[i], scores[i], 0.5, off, max_output=k,
+                            suppress_at_equal=bool(off))
     assert num[i] == len(expect)
     np.testing.assert_array_equal(idx[i, :num[i]], expect)
     np.testing.assert_array_equal(idx[i, num[i]:], 0)

@@ -6,44 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import numpy_reference as ref
 from tfdet.ops.soft_nms import soft_nms_padded
 
 OFF = {"detectron": 1.0, "modern": 0.0}
-
-
-def np_soft_nms(boxes, scores, *, method, sigma, nt, thresh, off):
-  """Detectron's soft-NMS semantics, sequentially, in float32.
-
-  Returns (indices, new_scores) of every box not dropped, in selection order.
-  """
-  boxes = np.asarray(boxes, np.float32)
-  s = np.asarray(scores, np.float32).copy()
-  remaining = [i for i in range(len(s)) if np.isfinite(s[i])]
-  out_i, out_s = [], []
-  while remaining:
-    m = max(remaining, key=lambda i: (s[i], -i))
-    remaining.remove(m)
-    out_i.append(m)
-    out_s.append(s[m])
-    bx1, by1, bx2, by2 = boxes[m]
-    barea = (bx2 - bx1 + off) * (by2 - by1 + off)
-    for j in list(remaining):
-      x1, y1, x2, y2 = boxes[j]
-      iw = min(bx2, x2) - max(bx1, x1) + off
-      ih = min(by2, y2) - max(by1, y1) + off
-      if iw <= 0 or ih <= 0:
-        continue
-      ov = np.float32(iw * ih / (barea + (x2 - x1 + off) * (y2 - y1 + off) - iw * ih))
-      if method == "linear":
-        w = 1.0 - ov if ov > nt else 1.0
-      elif method == "gaussian":
-        w = math.exp(-(ov * ov) / sigma)
-      else:
-        w = 0.0 if ov > nt else 1.0
-      s[j] = np.float32(w) * s[j]
-      if s[j] < thresh:
-        remaining.remove(j)
-  return np.array(out_i, np.int64), np.array(out_s, np.float32)
 
 
 def _hand_boxes(convention):
@@ -120,8 +86,8 @@ def test_matches_numpy_reference(convention, method):
       score_threshold=0.05, convention=convention))
   idx, s, n = (t.numpy() for t in fn(boxes, scores))
   for i in range(3):
-    ri, rs = np_soft_nms(boxes[i], scores[i], method=method, sigma=0.5, nt=0.3, thresh=0.05,
-                         off=OFF[convention])
+    ri, rs = ref.soft_nms(boxes[i], scores[i], method=method, sigma=0.5, nt=0.3, thresh=0.05,
+                          offset=OFF[convention])
     m = min(k, len(ri))
     assert n[i] == m
     np.testing.assert_array_equal(idx[i, :m], ri[:m])
