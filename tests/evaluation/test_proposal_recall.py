@@ -23,6 +23,31 @@ def test_greedy_matching_is_one_to_one():
   np.testing.assert_allclose(recorded, [1.0, 0.0])  # gt 1 only gets what is left: nothing
 
 
+def test_two_gt_sharing_one_best_proposal():
+  # Both gt boxes cover the best proposal P0 most, (+1) areas: A 10x10 = 100, B 10x21 = 210,
+  # P0 10x15 = 150 (inside both), P1 10x6 = 60 (inside both):
+  #   IoU(P0, A) = 100 / 150 = 2/3   IoU(P0, B) = 150 / 210 = 5/7
+  #   IoU(P1, A) = 60 / 100 = 0.6    IoU(P1, B) = 60 / 210 = 2/7
+  gt = np.array([[0, 0, 9, 9], [0, 0, 9, 20]], float)
+  proposals = np.array([[0, 0, 9, 14], [0, 0, 9, 5]], float)
+  np.testing.assert_allclose(pr.box_iou(proposals, gt, convention="detectron"),
+                             [[2 / 3, 5 / 7], [0.6, 2 / 7]])
+  # Greedy: the best pair (P0, B) = 5/7 is recorded first; P0 is then taken, so A gets
+  # P1 (0.6), not its own best P0 (2/3, what a many-to-one match would give).
+  recorded = pr.matched_overlaps(proposals, gt, convention="detectron")
+  np.testing.assert_allclose(recorded, [5 / 7, 0.6])
+  # The proposal order does not matter for the matching, only the IoUs do.
+  np.testing.assert_allclose(pr.matched_overlaps(proposals[::-1], gt, convention="detectron"),
+                             [5 / 7, 0.6])
+  # With P0 alone, min(1, 2) = 1 round: B takes it and A is left with 0.
+  np.testing.assert_allclose(pr.matched_overlaps(proposals[:1], gt, convention="detectron"),
+                             [5 / 7, 0.0])
+  # Recall at IoU 0.65: B (5/7 = 0.714) counts, A (0.6) does not -> 1/2 (2/3 would pass).
+  images = [{"proposals": proposals, "gt_boxes": gt, "gt_areas": np.array([100.0, 210.0])}]
+  assert pr.proposal_recall(images, thresholds=[0.65],
+                            convention="detectron")["recalls"][0] == 0.5
+
+
 def test_recall_over_thresholds_and_areas():
   gt = np.array([[0, 0, 9, 9], [0, 0, 99, 99]], float)
   areas = np.array([100.0, 10000.0])  # small and large

@@ -1,8 +1,14 @@
-"""A tiny Mask R-CNN (as tests/modeling/test_rcnn_overfit.py) for export, eval and infer tests."""
+"""The tiny R-CNN every test that trains, evaluates, exports or infers shares (the overfit
+tests, export, eval, TTA, infer, the command lines): its settings live here only."""
 
 from tfdet.export import serving
 from tfdet.modeling.detectors import builders
-from tfdet.modeling.detectors.config import RoiHeadSettings, RpnSettings
+from tfdet.modeling.detectors.config import (
+    RoiHeadSettings,
+    RpnSettings,
+    c4_roi_settings,
+    c4_rpn_settings,
+)
 
 RPN = dict(pre_nms_top_n_train=300, post_nms_top_n_train=200, collect_top_n_train=200,
            pre_nms_top_n_test=300, post_nms_top_n_test=100, collect_top_n_test=100,
@@ -29,12 +35,21 @@ def tiny_gin(*, num_classes=3, imports=()):
   return "\n".join(lines) + "\n"
 
 
-def tiny_model(*, heads="mask", num_classes=3, implementation="reference", roi=None):
-  """A built tiny FPN model (variables created)."""
+def tiny_model(*, heads="mask", num_classes=3, implementation="reference", roi=None,
+               use_fpn=True, build=True):
+  """The tiny model: one block per stage at 1/8 width, trainable BatchNorm, few proposals.
+
+  Args:
+    heads, num_classes, implementation, use_fpn: `builders.build_rcnn`'s.
+    roi: RoiHeadSettings overrides (default `ROI`).
+    build: create the variables (one inference on a dummy batch).
+  """
+  rpn = (RpnSettings if use_fpn else c4_rpn_settings)(**RPN)
+  roi = (RoiHeadSettings if use_fpn else c4_roi_settings)(**(roi or ROI))
   model = builders.build_rcnn(
-      heads=heads, use_fpn=True, num_classes=num_classes, stage_blocks=(1, 1, 1, 1),
+      heads=heads, use_fpn=use_fpn, num_classes=num_classes, stage_blocks=(1, 1, 1, 1),
       width_divisor=8, norm="bn", freeze_at=0, fpn_channels=32, mlp_dim=128, mask_conv_dim=32,
-      rpn_settings=RpnSettings(**RPN), roi_settings=RoiHeadSettings(**(roi or ROI)),
-      implementation=implementation)
-  model(serving.dummy_batch(), training=False)
+      rpn_settings=rpn, roi_settings=roi, implementation=implementation)
+  if build:
+    model(serving.dummy_batch(), training=False)
   return model

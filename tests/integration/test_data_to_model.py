@@ -4,9 +4,9 @@ shards -> tf.data pipeline -> a tiny Mask R-CNN's losses and one SGD step."""
 import numpy as np
 import tensorflow as tf
 
+from tests.export import tiny
 from tfdet.data import keys, pipeline
-from tfdet.modeling.detectors import builders, rcnn_losses
-from tfdet.modeling.detectors.config import RoiHeadSettings, RpnSettings
+from tfdet.modeling.detectors import rcnn_losses
 
 
 def test_synthetic_shards_feed_a_mask_rcnn_training_step(synthetic_data):
@@ -16,12 +16,7 @@ def test_synthetic_shards_feed_a_mask_rcnn_training_step(synthetic_data):
                                    max_polygon_vertices=64, deterministic=True, seed=1)
   batch = next(iter(dataset))
   assert batch[keys.IMAGES].shape[0] == 2
-  model = builders.build_rcnn(
-      heads="mask", num_classes=8, stage_blocks=(1, 1, 1, 1), width_divisor=8, norm="bn",
-      freeze_at=0, fpn_channels=32, mlp_dim=64, mask_conv_dim=32,
-      rpn_settings=RpnSettings(pre_nms_top_n_train=200, post_nms_top_n_train=100,
-                               collect_top_n_train=100),
-      roi_settings=RoiHeadSettings(batch_size_per_image=32))
+  model = tiny.tiny_model(num_classes=8, implementation="custom", build=False)
   optimizer = tf.keras.optimizers.SGD(learning_rate=0.001, momentum=0.9)
   with tf.GradientTape() as tape:
     losses = rcnn_losses.rcnn_losses(model, model(batch, training=True), batch)
@@ -33,4 +28,4 @@ def test_synthetic_shards_feed_a_mask_rcnn_training_step(synthetic_data):
   eval_batch = next(iter(pipeline.build_dataset(data["instances"]["val"], mode="eval",
                                                 batch_size=2, scales=(128,), max_size=160)))
   detections = model(eval_batch, training=False)
-  assert detections["detection_boxes"].shape == (2, 100, 4)
+  assert detections["detection_boxes"].shape == (2, tiny.ROI["detections_per_image"], 4)

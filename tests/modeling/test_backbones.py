@@ -24,7 +24,30 @@ EXPECTED_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("depth,groups,width", [(50, 1, 64), (101, 1, 64), (101, 32, 8)])
+def _block_arithmetic(depth, groups, width):
+  """A trunk's parameter count from its blocks (bias-free convs, AffineChannel 2 per channel):
+  stem 7 * 7 * 3 * 64 + 2 * 64; per bottleneck c_in -> inner 1x1, grouped 3x3
+  (9 * inner^2 / groups), inner -> c_out 1x1, each with its affine; a 1x1 projection
+  shortcut in each stage's first block; inner = groups * width, doubling per stage."""
+  blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[depth]
+  total, c_in, inner = 7 * 7 * 3 * 64 + 2 * 64, 64, groups * width
+  for n, c_out in zip(blocks, (256, 512, 1024, 2048), strict=True):
+    for i in range(n):
+      total += c_in * inner + 9 * inner * inner // groups + inner * c_out + 2 * (2 * inner + c_out)
+      if i == 0:
+        total += c_in * c_out + 2 * c_out
+      c_in = c_out
+    inner *= 2
+  return total
+
+
+def test_written_counts_follow_the_block_arithmetic():
+  for (depth, groups, width), expected in EXPECTED_PARAMS.items():
+    assert _block_arithmetic(depth, groups, width) == expected, (depth, groups, width)
+
+
+# Each trunk is built once, here only.
+@pytest.mark.parametrize("depth,groups,width", sorted(EXPECTED_PARAMS))
 def test_full_size_parameter_counts(depth, groups, width):
   model = resnet.build_resnet(depth=depth, num_groups=groups, width_per_group=width,
                               stride_in_1x1=groups == 1)

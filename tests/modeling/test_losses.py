@@ -46,11 +46,47 @@ def test_fast_rcnn_losses_pick_the_label_class():
   np.testing.assert_allclose(box.numpy(), (0.125 + 1.5) / 2, rtol=1e-6)
 
 
+def _bce_sum(z, ones, zeros):
+  """Sigmoid cross-entropy of logit z summed over `ones` pixels of target 1 and `zeros` of 0:
+  -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z)."""
+  return ones * math.log1p(math.exp(-z)) + zeros * math.log1p(math.exp(z))
+
+
+# Mask targets of 3 RoIs at M = 2: RoI 0 has 3 foreground pixels, RoI 1 one, RoI 2 four.
+MASK_TARGETS = np.array([[[[1, 0], [1, 1]], [[0, 0], [0, 1]], [[1, 1], [1, 1]]]], np.float32)
+
+
 def test_mask_loss_uses_label_channel_and_fg_only():
-  logits = np.zeros([1, 2, 2, 2, 3], np.float32)
-  logits[0, 0, :, :, 1] = 100.0  # confident class-1 mask, but the RoI is class 2
-  targets = np.ones([1, 2, 2, 2], np.float32)
-  loss = losses.mask_loss(logits, targets, tf.constant([[2, 1]]), tf.constant([[True, False]]))
-  np.testing.assert_allclose(loss.numpy(), math.log(2.0), rtol=1e-6)
-  none = losses.mask_loss(logits, targets, tf.constant([[2, 1]]), tf.constant([[False, False]]))
+  # Every channel has its own logit (background -2, class 1: 3, class 2: 1), so only
+  # the label's channel gives the loss below: RoI 0 is class 2, RoI 1 class 1, and
+  # RoI 2 (class 2, logits 9) is not foreground.
+  logits = np.zeros([1, 3, 2, 2, 3], np.float32)
+  logits[0, :2] = [-2.0, 3.0, 1.0]
+  logits[0, 2] = 9.0
+  labels = tf.constant([[2, 1, 2]])
+  loss = losses.mask_loss(logits, MASK_TARGETS, labels, tf.constant([[True, True, False]]))
+  # RoI 0 (z = 1): 3 ones, 1 zero; RoI 1 (z = 3): 1 one, 3 zeros; over 2 * 4 pixels.
+  expected = (_bce_sum(1.0, 3, 1) + _bce_sum(3.0, 1, 3)) / 8
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+  # What a wrong gather would give instead (all differ from the expected value by > 0.1):
+  for wrong in (_bce_sum(-2.0, 3, 1) + _bce_sum(-2.0, 1, 3),  # background channel
+                _bce_sum(1.0, 3, 1) + _bce_sum(1.0, 1, 3),  # RoI 0's label for both
+                _bce_sum(3.0, 3, 1) + _bce_sum(1.0, 1, 3)):  # labels swapped
+    assert abs(wrong / 8 - expected) > 0.1
+  # With RoI 2 foreground too: its 4 ones at z = 9 join the mean over 12 pixels.
+  all_fg = losses.mask_loss(logits, MASK_TARGETS, labels, tf.constant([[True, True, True]]))
+  np.testing.assert_allclose(all_fg.numpy(), (expected * 8 + _bce_sum(9.0, 4, 0)) / 12,
+                             rtol=1e-6)
+  none = losses.mask_loss(logits, MASK_TARGETS, labels, tf.constant([[False, False, False]]))
   assert none.numpy() == 0.0
+
+
+def test_class_agnostic_mask_loss_reads_the_one_channel():
+  # One channel per RoI (logits 0.5, -1.5, 9); the labels (2 and 1, past the one channel)
+  # are ignored.
+  logits = np.zeros([1, 3, 2, 2, 1], np.float32)
+  logits[0, :, :, :, 0] = np.array([0.5, -1.5, 9.0])[:, None, None]
+  loss = losses.mask_loss(logits, MASK_TARGETS, tf.constant([[2, 1, 2]]),
+                          tf.constant([[True, True, False]]), class_agnostic=True)
+  expected = (_bce_sum(0.5, 3, 1) + _bce_sum(-1.5, 1, 3)) / 8
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)

@@ -1,5 +1,6 @@
-"""Tiny detectors overfit three hand-drawn images: losses fall and COCO AP
-(pycocotools) on the same images passes a threshold.
+"""Tiny detectors overfit three hand-drawn images: losses (box regression
+included) fall and COCO AP (pycocotools) on the same images stays within 0.1 of
+the AP measured for each run.
 
 This proves that targets, losses, gradients through the custom RoIAlign and
 the inference path (decode, NMS, mask pasting, COCO json) fit together. The
@@ -15,36 +16,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.export import tiny
 from tests.modeling import overfit_data
 from tfdet.evaluation import coco as coco_eval
-from tfdet.modeling.detectors import builders, rcnn_losses
 from tfdet.modeling.detectors import outputs as out
-from tfdet.modeling.detectors.config import (
-    RoiHeadSettings,
-    RpnSettings,
-    c4_roi_settings,
-    c4_rpn_settings,
-)
+from tfdet.modeling.detectors import rcnn_losses
 from tfdet.ops import boxes as box_ops
 from tfdet.ops import masks as mask_ops
 
 SCENES = [0, 1, 2]
-RPN = dict(pre_nms_top_n_train=300, post_nms_top_n_train=200, collect_top_n_train=200,
-           pre_nms_top_n_test=300, post_nms_top_n_test=100, collect_top_n_test=100,
-           batch_size_per_image=64)
-ROI = dict(batch_size_per_image=32, detections_per_image=20)
 
 
 def _tiny(heads, use_fpn):
-  rpn = RpnSettings(**RPN) if use_fpn else c4_rpn_settings(**RPN)
-  roi = RoiHeadSettings(**ROI) if use_fpn else c4_roi_settings(**ROI)
-  return builders.build_rcnn(
-      heads=heads, use_fpn=use_fpn, num_classes=3, stage_blocks=(1, 1, 1, 1), width_divisor=8,
-      norm="bn", freeze_at=0, fpn_channels=32, mlp_dim=128, mask_conv_dim=32,
-      rpn_settings=rpn, roi_settings=roi)
+  return tiny.tiny_model(heads=heads, use_fpn=use_fpn, num_classes=3, implementation="custom",
+                         build=False)
 
 
 def _train(model, batch, steps, lr=0.005):
+  """Trains `steps` steps; returns the losses of every step ([{name: float}])."""
   model(batch, training=True)
   optimizer = tf.keras.optimizers.SGD(learning_rate=lr, momentum=0.9, clipnorm=10.0)
 
@@ -58,9 +47,39 @@ def _train(model, batch, steps, lr=0.005):
                                   variables, strict=True))
     return losses
 
-  history = [step() for _ in range(steps)]
-  return ({k: float(np.mean([float(h[k]) for h in history[:10]])) for k in history[0]},
-          {k: float(np.mean([float(h[k]) for h in history[-10:]])) for k in history[0]})
+  return [{k: float(v) for k, v in step().items()} for _ in range(steps)]
+
+
+def _window_means(history, name, size=10):
+  """Means of `name` over consecutive windows of `size` steps."""
+  values = [h[name] for h in history]
+  return [float(np.mean(values[i:i + size])) for i in range(0, len(values), size)]
+
+
+def _assert_falls(history, name, ratio=0.5):
+  """The mean of the last 10 steps is below `ratio` times the mean of the first 10."""
+  windows = _window_means(history, name)
+  assert windows[-1] < ratio * windows[0], (name, windows)
+
+
+def _assert_box_regression_learns(history):
+  """RPN_BOX_LOSS and BOX_REG_LOSS (Fast R-CNN's) fall; see the rule below.
+
+  The RPN's box loss falls steadily: last 10 steps < 0.5 x first 10 (measured
+  ratios 0.005-0.14). The box head's does not start at its peak: early on most
+  foreground RoIs are the gt boxes themselves (targets 0), and it rises as the
+  RPN's proposals become foreground (FPN: 10-step means 0.10 -> 0.32 at steps 20-30),
+  then falls; in C4 it falls fast (0.33 -> 0.03 by step 50) and then climbs part of
+  the way back as more, harder proposals turn foreground (the foreground count goes
+  from ~10 to 24 per batch): 0.20 (Faster) / 0.14 (Mask) in the last 10 steps. So, on
+  10-step means: after its highest window it falls below 0.25 x that peak (measured
+  0.09-0.16), and the last window stays below 0.75 x the peak (measured 0.14-0.61).
+  """
+  _assert_falls(history, rcnn_losses.RPN_BOX_LOSS)
+  windows = _window_means(history, rcnn_losses.BOX_REG_LOSS)
+  peak = int(np.argmax(windows))
+  assert min(windows[peak:]) < 0.25 * windows[peak], windows
+  assert windows[-1] < 0.75 * windows[peak], windows
 
 
 def _coco_results(model, batch, with_masks):
@@ -86,6 +105,28 @@ def _ground_truth(tmp_path, coco):
   return coco_eval.load_ground_truth(str(path))
 
 
+# COCO AP on the three training images after 150 steps, as measured (TF 2.21, CPU; the
+# runs are seeded and deterministic there); each test asserts measured - MARGIN, so a
+# change that costs more than 0.1 AP anywhere fails. "soft": Faster R-CNN FPN evaluated
+# again with Gaussian soft-NMS and box voting at 0.8.
+MARGIN = 0.1
+MEASURED = {
+    ("faster", True): {"bbox": {"AP": 0.724, "AP50": 1.0},
+                       "soft": {"AP": 0.771, "AP50": 1.0}},
+    ("mask", True): {"bbox": {"AP": 0.813, "AP50": 1.0},
+                     "segm": {"AP": 0.871, "AP50": 1.0}},
+    ("faster", False): {"bbox": {"AP": 0.739, "AP50": 0.959}},
+    # 14x14 (C4) masks of the one small triangle (~700 px) are coarse.
+    ("mask", False): {"bbox": {"AP": 0.714, "AP50": 1.0},
+                      "segm": {"AP": 0.740, "AP50": 0.876}},
+}
+
+
+def _assert_ap(stats, measured, summary):
+  for name, value in measured.items():
+    assert stats[name] >= value - MARGIN, (name, stats[name], value, summary)
+
+
 @pytest.mark.parametrize("heads,use_fpn,steps", [
     ("faster", True, 150),
     ("mask", True, 150),
@@ -96,27 +137,26 @@ def test_detector_overfits(tmp_path, heads, use_fpn, steps):
   tf.keras.utils.set_random_seed(0)
   batch, coco = overfit_data.make_batch(SCENES)
   model = _tiny(heads, use_fpn)
-  first, last = _train(model, batch, steps)
-  # Box regression starts near 0 (few foreground RoIs until the RPN learns),
-  # so the classification losses and the total are the ones that must fall.
+  history = _train(model, batch, steps)
   falling = [rcnn_losses.TOTAL_LOSS, rcnn_losses.RPN_CLS_LOSS, rcnn_losses.BOX_CLS_LOSS]
   if heads == "mask":
     falling.append(rcnn_losses.MASK_LOSS)
   for name in falling:
-    assert last[name] < 0.5 * first[name], (name, first[name], last[name])
+    _assert_falls(history, name)
+  _assert_box_regression_learns(history)
+  measured = MEASURED[(heads, use_fpn)]
   gt = _ground_truth(tmp_path, coco)
   stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, heads == "mask"), "bbox")
-  assert stats["AP50"] >= 0.9 and stats["AP"] >= 0.6, summary
-  if heads == "faster" and use_fpn:
+  _assert_ap(stats, measured["bbox"], summary)
+  if "soft" in measured:
     # Detectron's TEST.SOFT_NMS and TEST.BBOX_VOTE options run through the model.
     model.roi_settings = dataclasses.replace(model.roi_settings, soft_nms_method="gaussian",
                                              box_voting_threshold=0.8)
     stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, False), "bbox")
-    assert stats["AP50"] >= 0.9, summary
+    _assert_ap(stats, measured["soft"], summary)
   if heads == "mask":
     stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, True), "segm")
-    # 14x14 (C4) masks of the one small triangle (~700 px) are coarse.
-    assert stats["AP50"] >= 0.8 and stats["AP"] >= 0.5, summary
+    _assert_ap(stats, measured["segm"], summary)
 
 
 def test_rpn_only_overfits_and_recalls_every_object():
@@ -124,8 +164,10 @@ def test_rpn_only_overfits_and_recalls_every_object():
   tf.keras.utils.set_random_seed(0)
   batch, coco = overfit_data.make_batch(SCENES)
   model = _tiny("rpn", True)
-  first, last = _train(model, batch, 200)
-  assert last[rcnn_losses.RPN_CLS_LOSS] < 0.5 * first[rcnn_losses.RPN_CLS_LOSS]
+  history = _train(model, batch, 200)
+  _assert_falls(history, rcnn_losses.RPN_CLS_LOSS)
+  # Measured: RPN box loss 0.025 in the first 10 steps, 0.0012 in the last 10.
+  _assert_falls(history, rcnn_losses.RPN_BOX_LOSS)
   outputs = model(batch, training=False)
   iou = box_ops.pairwise_iou(outputs[out.PROPOSALS][:, :20], batch["gt_boxes"],
                              convention="detectron").numpy()  # top 20 proposals

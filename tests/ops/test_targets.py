@@ -47,21 +47,59 @@ def test_rpn_labels_by_hand():
   assert (t.box_targets.numpy()[0][labels != 1] == 0).all()
 
 
+def _iou_modern(a, b):
+  """[N, 4] x [M, 4] IoU without the +1 (numpy, independent of tfdet)."""
+  iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]),
+               0, None)
+  ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]),
+               0, None)
+  inter = iw * ih
+  area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+  area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+  return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
 @pytest.mark.parametrize("sampling", ["detectron", "modern"])
 def test_rpn_sampling_quotas(sampling):
-  rng = np.random.default_rng(1)
+  # 64 x 64 anchors of width 31 (modern: x2 - x1) at stride 4, all inside the 288 x 288 image.
   xs = np.arange(0, 256, 4, dtype=np.float32)
   anchors = np.array([[x, y, x + 31, y + 31] for y in xs for x in xs], np.float32)
-  gt = np.array([[[20, 20, 140, 140], [100, 30, 220, 200], [0, 0, 0, 0]]], np.float32)
-  valid = np.array([[True, True, False]])
+  # gt 0 and gt 1 are 48 x 48: the 5 x 5 anchors inside each (x, y in g .. g + 16) tie for
+  # its best IoU 31^2 / 48^2 = 961 / 2304 = 0.417 (in [0.3, 0.7): foreground only as a gt's
+  # best). gt 2 is an anchor: IoU 1, and its 4 neighbours 4 px away have IoU 27 * 31 /
+  # (2 * 961 - 837) = 837 / 1085 = 0.771 >= 0.7 (diagonal ones 729 / 1193 = 0.611).
+  # Foreground candidates: 25 + 25 + 5 = 55 > the quota 0.5 * 64 = 32.
+  gt = np.array([[[20, 20, 68, 68], [120, 40, 168, 88], [200, 200, 231, 231], [0, 0, 0, 0]]],
+                np.float32)
+  valid = np.array([[True, True, True, False]])
   t = rpn_targets.rpn_targets(anchors, gt, valid, np.array([[288.0, 288.0]]),
                               convention="modern", batch_size_per_image=64,
-                              sampling=sampling, seed=tf.constant(rng.integers(0, 100, 2)))
+                              sampling=sampling, seed=tf.constant([3, 4]))
   labels = t.labels.numpy()[0]
-  assert (labels == 1).sum() <= 32
-  assert (labels >= 0).sum() <= 64
+  iou = _iou_modern(anchors, gt[0, :3])  # [N, 3]
+  max_iou = iou.max(1)
+  is_best = (iou == iou.max(0, keepdims=True)).any(1)
+  assert is_best.sum() == 51 and (max_iou >= 0.7).sum() == 5  # the 55 candidates, by hand
+  # The quota binds: exactly 32 foreground anchors, all candidates. The candidates' IoU is
+  # >= 0.417 >= 0.3, so Detectron's background draws (IoU < 0.3) cannot take any back.
+  fg = labels == 1
+  assert fg.sum() == 32
+  assert (is_best | (max_iou >= 0.7))[fg].all()
+  bg = labels == 0
+  assert (max_iou[bg] < 0.3).all()
+  assert ((labels == -1) | fg | bg).all()
   if sampling == "modern":
-    assert (labels >= 0).sum() == 64
+    assert bg.sum() == 64 - 32  # without replacement: exactly the rest of the batch
+  else:
+    # 32 draws with replacement among the ~3,900 anchors of IoU < 0.3: a repeat is rare
+    # (32 * 31 / 2 / 3,900 = 0.13 expected repeats), and repeats only lower the count.
+    assert 28 <= bg.sum() <= 32
+  # Foreground targets encode each anchor onto its best gt; others are 0.
+  matched = gt[0, iou.argmax(1)]
+  expect = box_ops.encode(tf.constant(matched[fg]), tf.constant(anchors[fg]),
+                          convention="modern").numpy()
+  np.testing.assert_allclose(t.box_targets.numpy()[0][fg], expect, rtol=1e-5, atol=1e-6)
+  assert (t.box_targets.numpy()[0][~fg] == 0).all()
 
 
 def test_rpn_no_gt_gives_only_background():
@@ -109,6 +147,36 @@ def test_roi_sampling_by_hand():
       np.testing.assert_allclose(s.box_targets.numpy()[0, row], expect.numpy(), atol=1e-5)
 
 
+def test_roi_sampling_foreground_quota_binds():
+  # R = 12 RoIs, fg_fraction 0.25: at most round(0.25 * 12) = 3 foreground. Candidates of
+  # overlap >= 0.5 ((+1) IoU with gt 0 = [0, 0, 99, 99] or gt 1 = [200, 200, 299, 299]):
+  # the 2 gt boxes (1.0) and 4 proposals: 100 x 90 / 100^2 = 0.9, 50 x 100 / 100^2 = 0.5,
+  # 100 x 80 / 100^2 = 0.8 and 90 x 100 / 100^2 = 0.9 -- 6 > 3.
+  gt = np.array([[[0, 0, 99, 99], [200, 200, 299, 299]]], np.float32)
+  gt_classes = np.array([[3, 5]])
+  fg_proposals = [[0, 0, 99, 89], [0, 0, 49, 99], [200, 200, 299, 279], [210, 200, 299, 299]]
+  # 10 background proposals along y = 120..140, between the gt boxes: IoU 0 with both.
+  bg_proposals = [[x, 120, x + 20, 140] for x in range(0, 200, 20)]
+  proposals = np.array([fg_proposals + bg_proposals], np.float32)
+  pvalid = np.ones([1, 14], bool)
+  candidates = np.concatenate([gt[0], proposals[0]])  # gt first, as sample_rois orders them
+  is_fg_candidate = np.arange(16) < 6
+  class_of = np.array([3, 5, 3, 3, 5, 5] + [0] * 10)
+  for mode in ("detectron", "modern"):
+    for seed in ([0, 1], [7, 3], [11, 2]):
+      s = roi_sampling.sample_rois(proposals, pvalid, gt, gt_classes, np.ones([1, 2], bool),
+                                   np.zeros([1, 2], bool), np.array([1.0]),
+                                   convention="detectron", mode=mode, batch_size_per_image=12,
+                                   fg_fraction=0.25, seed=tf.constant(seed))
+      is_fg = s.is_fg.numpy()[0]
+      np.testing.assert_array_equal(is_fg, np.arange(12) < 3)  # exactly 3, first
+      assert s.valid.numpy()[0].all()  # 3 fg + 9 of the 10 background candidates
+      rows = [int(np.nonzero((candidates == roi).all(1))[0][0]) for roi in s.rois.numpy()[0]]
+      assert len(set(rows)) == 12  # without replacement
+      assert is_fg_candidate[rows[:3]].all() and not is_fg_candidate[rows[3:]].any()
+      np.testing.assert_array_equal(s.labels.numpy()[0], class_of[rows] * is_fg)
+
+
 def _pycocotools_in_box(poly, box, m):
   w = max(box[2] - box[0], 1.0)
   h = max(box[3] - box[1], 1.0)
@@ -143,24 +211,61 @@ def test_rasterizer_matches_pycocotools_closely():
   assert agreement > 0.99, agreement
 
 
-def test_mask_targets_two_part_instance_by_hand():
-  # Instance 0: two squares [0,10]^2 and [20,30]x[0,10]; the RoI is [0,0,40,10]
-  # so at M = 4 columns map to x in [0,10), [10,20), [20,30), [30,40).
+@pytest.mark.parametrize("mode", ["detectron", "modern"])
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_mask_targets_two_part_instance_by_hand(mode, scale):
+  # In original pixels: instance 0 is two squares [0,10]^2 and [20,30]x[0,10]; the RoI is
+  # [0,0,40,10], so at M = 4 columns map to x in [0,10), [10,20), [20,30), [30,40). The
+  # batch holds them `scale` times larger (the resized image); detectron mode divides RoIs
+  # and polygons by the scale, modern mode rasterizes in the resized image: the same target.
   v = 10
-  polys = np.zeros([1, 2, v, 2], np.float32)
-  ids = -np.ones([1, 2, v], np.int32)
+  polys = np.zeros([1, 3, v, 2], np.float32)
+  ids = -np.ones([1, 3, v], np.int32)
   polys[0, 0, :8] = [[0, 0], [10, 0], [10, 10], [0, 10], [20, 0], [30, 0], [30, 10], [20, 10]]
   ids[0, 0, :8] = [0, 0, 0, 0, 1, 1, 1, 1]
   polys[0, 1, :3] = [[100, 100], [120, 100], [110, 120]]  # far-away instance 1
   ids[0, 1, :3] = 0
+  # Instance 2 is a crowd region exactly on the RoI (IoU 1, more than instance 0's
+  # 31 * 11 / (41 * 11) in the +1 rule): a crowd region is never a mask target.
+  polys[0, 2, :4] = [[0, 0], [40, 0], [40, 10], [0, 10]]
+  ids[0, 2, :4] = 0
   rois = np.array([[[0, 0, 40, 10], [0, 0, 5, 5]]], np.float32)
   targets, matched = mask_targets.mask_targets(
-      rois, np.array([[True, False]]), polys, ids, np.array([[True, True]]),
-      np.array([[False, False]]), np.array([1.0]), resolution=4, convention="detectron",
-      mode="modern")
+      rois * scale, np.array([[True, False]]), polys * scale, ids,
+      np.array([[True, True, True]]), np.array([[False, False, True]]), np.array([scale]),
+      resolution=4, convention="detectron", mode=mode)
   np.testing.assert_array_equal(targets.numpy()[0, 0], np.tile([[1, 0, 1, 0]], (4, 1)))
   assert targets.numpy()[0, 1].sum() == 0  # not foreground
   assert matched.numpy()[0, 0] == 0
+
+
+def test_detectron_mask_targets_match_instances_in_original_pixels():
+  # Which instance a RoI takes depends on the scale under the +1 IoU: RoI [0,0,19,4] in
+  # original pixels; instance A's polygon box [0,0,19,2], B's [0,0,10.5,4], both inside it:
+  #   original (x1):  IoU A = 20 * 3 / (20 * 5) = 0.6,   IoU B = 11.5 * 5 / 100 = 0.575 -> A
+  #   resized (x2):   IoU A = 39 * 5 / (39 * 9) = 0.556, IoU B = 22 * 9 / (39 * 9) = 0.564 -> B
+  # Detectron mode matches in original pixels (A), modern mode in the resized image (B).
+  v = 4
+  polys = np.zeros([1, 2, v, 2], np.float32)
+  polys[0, 0] = [[0, 0], [19, 0], [19, 2], [0, 2]]  # A
+  polys[0, 1] = [[0, 0], [10.5, 0], [10.5, 4], [0, 4]]  # B
+  ids = np.zeros([1, 2, v], np.int32)
+  rois = np.array([[[0, 0, 19, 4]]], np.float32)
+  expected = {
+      # A inside the RoI at M = 4: rows are y in [0, 1), [1, 2), ... of height 4 / 4 = 1
+      # (w = max(x2 - x1, 1), no +1): centres 0.5, 1.5 are inside y <= 2 -> rows 0, 1.
+      "detectron": (0, [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]),
+      # B: columns of width 38 / 4 = 9.5 (resized), centres 4.75, 14.25, 23.75, 33.25;
+      # B's x <= 21 -> columns 0, 1.
+      "modern": (1, [[1, 1, 0, 0]] * 4),
+  }
+  for mode, (instance, target) in expected.items():
+    targets, matched = mask_targets.mask_targets(
+        rois * 2.0, np.array([[True]]), polys * 2.0, ids, np.array([[True, True]]),
+        np.array([[False, False]]), np.array([2.0]), resolution=4, convention="detectron",
+        mode=mode)
+    assert matched.numpy()[0, 0] == instance, mode
+    np.testing.assert_array_equal(targets.numpy()[0, 0], target)
 
 
 def test_overlapping_parts_are_united_not_xored():

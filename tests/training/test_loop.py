@@ -41,12 +41,25 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path):
       == ["ckpt-2.index", "ckpt-3.index"]
   assert glob.glob(str(tmp_path / "run/train/events.out.tfevents.*"))
   saved = toy.weights(first.model)
+  # The optimizer's state at step 3 (what ckpt-3 holds): its iteration count, the LR and
+  # one momentum slot per trainable variable (2 Dense layers: 4 slots), which training
+  # moved. (Paths name the model's layers, which differ between model instances: the
+  # restored variables are compared in order.)
+  saved_opt = [(v.path.split("/")[-1], np.array(v)) for v in first.optimizer.variables]
+  momentums = [value for name, value in saved_opt if name.endswith("_momentum")]
+  assert len(saved_opt) == 6 and len(momentums) == len(saved) == 4
+  assert saved_opt[0][0] == "iteration" and int(saved_opt[0][1]) == 3
+  assert all(np.abs(m).max() > 0 for m in momentums)
   # Rerun with the same model_dir: restored at step 3 with the same weights and optimizer state.
   again = _trainer(tmp_path / "run", 5)
   assert again.restored_from.endswith("ckpt-3") and int(again.step.numpy()) == 3
   assert int(again.optimizer.iterations.numpy()) == 3
   for a, b in zip(saved, toy.weights(again.model), strict=True):
     np.testing.assert_array_equal(a, b)
+  restored_opt = [np.array(v) for v in again.optimizer.variables]
+  assert len(restored_opt) == len(saved_opt)
+  for (name, value), restored in zip(saved_opt, restored_opt, strict=True):
+    np.testing.assert_array_equal(restored, value, err_msg=name)
   again.train()
   assert int(again.step.numpy()) == 5 and tf.train.latest_checkpoint(
       str(tmp_path / "run")).endswith("ckpt-5")
