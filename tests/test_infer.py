@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests import testdata
 from tests.export import tiny
 from tfdet import visualization
+from tfdet.export import serving
 
 DEMO = testdata.DEMO_IMAGES_DIR
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +69,9 @@ def test_export_then_infer_with_saved_model_and_with_checkpoint(setup):
   _run("tfdet.export", f"--gin_file={tmp / 'tiny.gin'}", f"--model_dir={tmp / 'model'}",
        f"--export_dir={export_dir}", "--scale=96", "--max_size=160")
   assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+  # The canvas multiple is the config's; the convention travels with the export.
+  assert serving.read_export_info(export_dir) == {
+      "convention": "detectron", "scale": 96, "max_size": 160, "size_divisibility": 32}
   common = [f"--input={tmp / 'images'}", "--score_threshold=0.05",
             f"--label_map={tmp / 'label_map.json'}"]
   _run("tfdet.infer", f"--saved_model={export_dir}", f"--output_dir={tmp / 'out_sm'}", *common)

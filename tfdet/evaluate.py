@@ -4,7 +4,8 @@ r"""Evaluates checkpoints of a detector on COCO-format data (entry point).
     --gin_param='eval/pipeline.build_dataset.file_pattern = "/data/coco/val-*"' \
     --model_dir=/tmp/run --annotations_file=/data/coco/instances_val2017.json [--watch]
 
-The model is `builders.build_rcnn` as gin binds it; the data set is
+The model is the detector the config names (its `spec.DetectorSpec`); the
+data set is
 `pipeline.build_dataset(mode="eval")` under the gin scope ``eval/`` (bind its
 file_pattern, scales, max_size, ... there), with --file_pattern and
 --batch_size as overrides. The label map defaults to ``label_map.json``
@@ -35,8 +36,7 @@ from absl import app, flags, logging
 from tfdet import gin_files
 from tfdet.data import pipeline, schema
 from tfdet.evaluation import runner, tta
-from tfdet.export import serving
-from tfdet.modeling.detectors import builders
+from tfdet.training import checkpoints
 
 FLAGS = flags.FLAGS
 
@@ -105,7 +105,7 @@ def build_tta_inputs(file_pattern, convention):
 
 def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
   """Restores `path` into `model`, evaluates it and returns the metrics."""
-  step = runner.restore(model, path)
+  step = checkpoints.restore(model, path)
   run_fn = None
   if FLAGS.tta:
     dataset, run_fn = build_tta_inputs(file_pattern, model.convention)
@@ -131,15 +131,14 @@ def main(argv):
   label_map = FLAGS.label_map or os.path.join(
       os.path.dirname(pipeline.list_files(file_pattern)[0]), schema.LABEL_MAP_FILE)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
-  model = gin.get_configurable(builders.build_rcnn)()
-  model(serving.dummy_batch(), training=False)  # create the variables before restoring
-  common = dict(file_pattern=file_pattern, label_map=label_map, output_dir=output_dir)
-  if not FLAGS.watch:
-    evaluate_checkpoint(model, runner.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint),
-                        **common)
-    return
-  for path in tf.train.checkpoints_iterator(FLAGS.model_dir, timeout=FLAGS.watch_timeout):
-    evaluate_checkpoint(model, path, **common)
+  model = gin_files.detector_spec().build_model()  # each checkpoint is restored into it
+  if FLAGS.watch:
+    paths = tf.train.checkpoints_iterator(FLAGS.model_dir, timeout=FLAGS.watch_timeout)
+  else:
+    paths = [checkpoints.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint)]
+  for path in paths:
+    evaluate_checkpoint(model, path, file_pattern=file_pattern, label_map=label_map,
+                        output_dir=output_dir)
 
 
 if __name__ == "__main__":

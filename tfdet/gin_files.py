@@ -104,16 +104,50 @@ def bindings(fn, *, scope=None):
     return {}
 
 
-def eval_resize():
-  """(scale, max_size) of the ``eval/pipeline.build_dataset`` bindings.
+def detector_spec():
+  """The `DetectorSpec` the parsed configs name (``spec.DetectorSpec`` in models/*.gin).
+
+  Raises:
+    ValueError: no parsed config binds one, naming what to bind.
+  """
+  from tfdet.modeling.detectors import spec  # the model configs import it anyway
+
+  hint = ("bind spec.DetectorSpec.build and spec.DetectorSpec.loss (every "
+          "gin_configs/models/*.gin does: include one of them)")
+  try:
+    make = gin.get_configurable(spec.DetectorSpec)
+  except ValueError:
+    raise ValueError(f"the gin configs name no detector: {hint}") from None
+  try:
+    return make()
+  except TypeError:  # registered by an earlier parse, but nothing bound now
+    raise ValueError(f"the gin configs name no detector: {hint}") from None
+
+
+def eval_preprocessing(**overrides):
+  """{scale, max_size, size_divisibility} of the ``eval/pipeline.build_dataset`` bindings.
 
   What the eval split is resized to (TEST.SCALE: the last of ``scales``,
-  TEST.MAX_SIZE) is also what export and infer resize to by default; the
-  pipeline's defaults (800, 1333) when nothing is bound.
+  TEST.MAX_SIZE) and padded to (the canvas multiple: 32 for FPN R-CNN, 128
+  for RetinaNet, as the model config binds SIZE_DIVISIBILITY) is also what
+  export and infer use; the pipeline's defaults when nothing is bound.
+
+  Args:
+    **overrides: scale, max_size, size_divisibility values that replace the
+      bound ones unless None (the entry points' flags).
   """
   from tfdet.data import pipeline  # the entry points import it anyway
 
   defaults = inspect.signature(pipeline.build_dataset).parameters
   bound = bindings(pipeline.build_dataset, scope="eval")
-  scales = bound.get("scales", defaults["scales"].default)
-  return int(scales[-1]), int(bound.get("max_size", defaults["max_size"].default))
+
+  def get(name):
+    return bound.get(name, defaults[name].default)
+
+  result = {"scale": int(get("scales")[-1]), "max_size": int(get("max_size")),
+            "size_divisibility": int(get("size_divisibility"))}
+  unknown = set(overrides) - set(result)
+  if unknown:
+    raise ValueError(f"eval_preprocessing has no {sorted(unknown)}")
+  result.update({k: int(v) for k, v in overrides.items() if v is not None})
+  return result

@@ -5,8 +5,13 @@ r"""Runs a detector on image files and writes annotated images and COCO-format r
   python -m tfdet.infer --gin_file=models/mask_rcnn_fpn.gin --model_dir=/tmp/run ...
 
 With --saved_model the exported ``serving_bytes`` signature runs (no tfdet op
-library needed); otherwise the gin-bound model with the checkpoint's weights
-is wrapped in the same `serving.DetectionModule` in process. Each image is
+library needed; the box convention comes from the export's
+``assets.extra/tfdet_export.json``); otherwise the detector the config names,
+with the checkpoint's weights, is wrapped in the same
+`serving.DetectionModule` in process (resized and padded as the config's eval
+pipeline). What is drawn follows the outputs' keys: detections (with masks
+and keypoints when present) or, for an RPN-only model, its best proposals
+(class 0, labelled "proposal"). Each image is
 written as ``<name>.png`` (PNG inputs) or ``<name>.jpg`` with boxes, labels,
 blended masks and, for keypoint models, keypoints above --keypoint_threshold
 joined by COCO's skeleton (`tfdet.visualization`), and ``results.json``
@@ -20,7 +25,7 @@ keypoint scores).
 import json
 import os
 
-import gin
+import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -29,10 +34,12 @@ from tfdet.evaluation import coco, runner
 from tfdet.export import serving
 from tfdet.modeling.detectors import outputs as out
 from tfdet.ops import masks as mask_ops
+from tfdet.training import checkpoints
 
 FLAGS = flags.FLAGS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RESULTS_FILE = "results.json"
+PROPOSAL_LABEL = "proposal"
 
 
 def define_flags():
@@ -47,12 +54,14 @@ def define_flags():
   flags.DEFINE_float("keypoint_threshold", visualization.KEYPOINT_THRESHOLD,
                      "Keypoints with a score (heatmap logit) at or below it are not drawn.")
   flags.DEFINE_string("label_map", None, "label_map.json for class names and category ids.")
-  flags.DEFINE_string("convention", "detectron", "Box convention of the model (mask pasting, "
-                      "COCO widths); with --gin_file the model's own.")
+  flags.DEFINE_string("convention", None, "Box convention of a SavedModel exported without "
+                      "tfdet_export.json (mask pasting, COCO widths); otherwise the model's own.")
   flags.DEFINE_integer("scale", None, "Shorter side (with --gin_file; default: the "
                        "eval/pipeline.build_dataset binding, else 800; a SavedModel has its own).")
   flags.DEFINE_integer("max_size", None, "Longer-side cap (with --gin_file; default: the "
                        "eval/pipeline.build_dataset binding, else 1333).")
+  flags.DEFINE_integer("size_divisibility", None, "Canvas multiple (with --gin_file; default: "
+                       "the config's).")
   flags.mark_flags_as_required(["input", "output_dir"])
 
 
@@ -92,11 +101,20 @@ def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
     encoded = tf.io.read_file(path)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     outputs = {k: v.numpy() for k, v in detect_bytes(tf.reshape(encoded, [1])).items()}
-    n = int(outputs[out.NUM_DETECTIONS][0])
-    keep = outputs[out.DETECTION_SCORES][0, :n] >= score_threshold
-    boxes = outputs[out.DETECTION_BOXES][0, :n][keep]
-    classes = outputs[out.DETECTION_CLASSES][0, :n][keep]
-    scores = outputs[out.DETECTION_SCORES][0, :n][keep]
+    names = class_names
+    if out.DETECTION_BOXES in outputs:
+      n = int(outputs[out.NUM_DETECTIONS][0])
+      keep = outputs[out.DETECTION_SCORES][0, :n] >= score_threshold
+      boxes = outputs[out.DETECTION_BOXES][0, :n][keep]
+      classes = outputs[out.DETECTION_CLASSES][0, :n][keep]
+      scores = outputs[out.DETECTION_SCORES][0, :n][keep]
+    else:  # an RPN-only model: its proposals (original pixels, best first) as class 0
+      n = int(outputs[out.NUM_PROPOSALS][0])
+      keep = outputs[out.PROPOSAL_SCORES][0, :n] >= score_threshold
+      boxes = outputs[out.PROPOSALS][0, :n][keep]
+      scores = outputs[out.PROPOSAL_SCORES][0, :n][keep]
+      classes = np.zeros(len(boxes), np.int32)
+      names = {0: PROPOSAL_LABEL}
     masks = None
     if out.DETECTION_MASKS in outputs:
       masks = mask_ops.paste_masks(outputs[out.DETECTION_MASKS][0, :n][keep][None],
@@ -106,13 +124,15 @@ def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
     if out.DETECTION_KEYPOINTS in outputs:
       keypoints = outputs[out.DETECTION_KEYPOINTS][0, :n][keep]  # [D', J, 3] original pixels
     drawn = visualization.draw_detections(image, boxes, classes, scores, masks=masks,
-                                          keypoints=keypoints, class_names=class_names,
+                                          keypoints=keypoints, class_names=names,
                                           score_threshold=0.0,
                                           keypoint_threshold=keypoint_threshold)
     stem, suffix = os.path.splitext(os.path.basename(path))
     visualization.encode_image(
         drawn, os.path.join(output_dir, stem + (".png" if suffix.lower() == ".png" else ".jpg")))
-    mapping = class_to_category or {int(c): int(c) for c in classes}
+    mapping = {int(c): int(c) for c in classes}
+    if class_to_category and out.DETECTION_BOXES in outputs:
+      mapping = class_to_category
     entries = coco.detections_to_coco(index, boxes, scores, classes, len(boxes),
                                       class_to_category=mapping, convention=convention,
                                       masks=masks)
@@ -133,21 +153,18 @@ def annotate(detect_bytes, paths, output_dir, *, score_threshold, convention,
 
 def main(argv):
   del argv
-  convention = FLAGS.convention
   if FLAGS.saved_model:
     detect_bytes = tf.saved_model.load(FLAGS.saved_model).signatures[serving.BYTES_SIGNATURE]
     run = lambda encoded: detect_bytes(encoded_images=encoded)  # noqa: E731
+    convention = (FLAGS.convention or serving.read_export_info(FLAGS.saved_model).get("convention")
+                  or "detectron")
   else:
-    from tfdet.modeling.detectors import builders  # only needed for the gin path
-
     gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
-    model = gin.get_configurable(builders.build_rcnn)()
-    model(serving.dummy_batch(), training=False)
-    runner.restore(model, runner.checkpoint_path(FLAGS.model_dir, FLAGS.checkpoint))
+    model, _, _ = checkpoints.load_for_inference(gin_files.detector_spec(), FLAGS.model_dir,
+                                                 FLAGS.checkpoint)
     convention = model.convention
-    scale, max_size = gin_files.eval_resize()
-    module = serving.DetectionModule(model, scale=FLAGS.scale or scale,
-                                     max_size=FLAGS.max_size or max_size)
+    module = serving.DetectionModule(model, **gin_files.eval_preprocessing(
+        scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
     run = module.serve_bytes  # `module` stays referenced: tf.function methods hold it weakly
   class_to_category = class_names = None
   if FLAGS.label_map:

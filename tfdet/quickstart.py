@@ -1,13 +1,15 @@
 r"""The quickstart: synthetic data -> train -> evaluate -> export -> infer.
 
   python -m tfdet.quickstart [--work_dir=/tmp/tfdet_quickstart] [--gin_param=...]
+  python -m tfdet.quickstart --gin_file=quickstart/retinanet_tiny.gin --work_dir=/tmp/qs_retina
 
 1. generates the built-in synthetic COCO data set and its TFRecord shards
    (first use only; `tfdet.data.synthetic.ensure_synthetic_tfrecords`);
-2. trains ``gin_configs/quickstart/mask_rcnn_tiny_fpn.gin`` (resumes if the
-   work dir already has checkpoints);
+2. trains ``--gin_file`` (default ``gin_configs/quickstart/mask_rcnn_tiny_fpn.gin``;
+   any detector family: the config names it) and resumes if the work dir
+   already has checkpoints;
 3. evaluates the last checkpoint on the validation split with pycocotools
-   (box and mask AP, written to ``eval/metrics.json``);
+   (box AP, mask AP for mask models, written to ``eval/metrics.json``);
 4. exports a SavedModel with stock-TF ops only;
 5. runs the SavedModel on a few validation images and writes annotated
    copies and a COCO results json;
@@ -23,16 +25,18 @@ import gin
 from absl import app, flags, logging
 
 from tfdet import gin_files
-from tfdet.data import pipeline, synthetic
+from tfdet.data import synthetic
 from tfdet.evaluation import runner
 from tfdet.export import serving
-from tfdet.modeling.detectors import builders
+from tfdet.training import checkpoints
 
 FLAGS = flags.FLAGS
 GIN_FILE = "quickstart/mask_rcnn_tiny_fpn.gin"
 
 
 def define_flags():
+  flags.DEFINE_string("gin_file", GIN_FILE, "The config trained (relative to gin_configs/ or "
+                      "a path); quickstart/retinanet_tiny.gin trains a RetinaNet.")
   flags.DEFINE_string("work_dir", "/tmp/tfdet_quickstart", "Data, checkpoints and outputs.")
   flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. 'train.run.max_iter=50'.")
   flags.DEFINE_integer("num_infer_images", 4, "Validation images annotated by infer.")
@@ -46,7 +50,9 @@ def main(argv):
   del argv
   import tensorflow as tf
 
-  from tfdet import infer as infer_lib  # its flags are defined only when run as a script
+  # The entry points' flags are defined only when they run as scripts.
+  from tfdet import evaluate as evaluate_lib
+  from tfdet import infer as infer_lib
   from tfdet import train as train_module
 
   work = FLAGS.work_dir
@@ -61,22 +67,20 @@ def main(argv):
   timings["data"] = time.time() - start
 
   train_pattern = data["instances"]["train"]
-  gin_files.parse([GIN_FILE], [f'train/inputs.build_input.file_pattern = "{train_pattern}"',
-                               *FLAGS.gin_param])
+  gin_files.parse([FLAGS.gin_file],
+                  [f'train/inputs.build_input.file_pattern = "{train_pattern}"', *FLAGS.gin_param])
+  detector = gin_files.detector_spec()
   os.makedirs(model_dir, exist_ok=True)
   with open(os.path.join(model_dir, "config.gin"), "w") as f:
     f.write(gin.config_str())
   t = time.time()
-  gin.get_configurable(train_module.run)(model_dir=model_dir)
+  gin.get_configurable(train_module.run)(model_dir=model_dir, model_fn=detector.build,
+                                         loss_fn=detector.loss)
   timings["train"] = time.time() - t
 
   t = time.time()
-  model = gin.get_configurable(builders.build_rcnn)()
-  model(serving.dummy_batch(), training=False)
-  step = runner.restore(model, runner.checkpoint_path(model_dir))
-  scale, max_size = gin_files.eval_resize()
-  dataset = pipeline.build_dataset(data["instances"]["val"], mode="eval", batch_size=2,
-                                   scales=(scale,), max_size=max_size)
+  model, step, _ = checkpoints.load_for_inference(detector, model_dir)
+  dataset = evaluate_lib.build_eval_dataset(data["instances"]["val"], batch_size=2)
   label_map = data["label_map"]["instances"]
   eval_dir = os.path.join(work, "eval")
   metrics = runner.evaluate(model, dataset,
@@ -87,10 +91,9 @@ def main(argv):
 
   t = time.time()
   export_dir = os.path.join(work, "export", "1")
-  reference = gin.get_configurable(builders.build_rcnn)(implementation="reference")
-  reference(serving.dummy_batch(), training=False)
+  reference = detector.build_model(implementation="reference")
   reference.set_weights(model.get_weights())
-  serving.export_saved_model(reference, export_dir, scale=scale, max_size=max_size)
+  serving.export_saved_model(reference, export_dir, **gin_files.eval_preprocessing())
   timings["export"] = time.time() - t
 
   t = time.time()

@@ -7,8 +7,10 @@ Example (a tiny model on the synthetic data set)::
       --gin_param='train/inputs.build_input.file_pattern = "/data/train-*"' \
       --model_dir=/tmp/run
 
-Gin binds `run` (solver, batch, strategy, intervals), `builders.build_rcnn`
-(the model) and ``train/inputs.build_input`` (the input pipeline). The
+Gin binds `run` (solver, batch, strategy, intervals), the model config's
+`spec.DetectorSpec` (the functions that build the detector and compute its
+losses, whatever the family) and ``train/inputs.build_input`` (the input
+pipeline). The
 configuration is parsed and checked before anything is built: a bad binding
 fails at once, naming it. The global batch is ``images_per_replica x
 replicas`` unless ``global_batch_size`` is set; when it differs from the
@@ -30,7 +32,7 @@ from absl import app, flags, logging
 
 from tfdet import gin_files
 from tfdet.evaluation import runner
-from tfdet.modeling.detectors import builders, rcnn_losses
+from tfdet.modeling.losses import TOTAL_LOSS
 from tfdet.training import inputs, loop, schedules, summaries
 from tfdet.training import optimizer as opt_lib
 
@@ -45,7 +47,7 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         steps_per_loop=1, checkpoint_interval=2000, max_to_keep=5, summary_interval=20,
         log_interval=20, image_summary_interval=0, num_summary_images=2,
         summary_score_threshold=0.5, summary_input=None, label_map=None, init_checkpoint=None,
-        train_input=inputs.build_input, model_fn=None, distributed_input="auto"):
+        train_input=inputs.build_input, model_fn, loss_fn, distributed_input="auto"):
   """Builds everything from plain arguments (gin binds them) and trains.
 
   Args:
@@ -74,7 +76,9 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
     label_map: None or a label_map.json (class names in the image summaries).
     train_input: (input_context, batch_size=..., seed=..., deterministic=...)
       -> dataset, e.g. ``@train/inputs.build_input``.
-    model_fn: () -> model; None: the gin-configured `builders.build_rcnn`.
+    model_fn: () -> model (the config's `DetectorSpec.build`).
+    loss_fn: (model, outputs, batch) -> dict of losses with `TOTAL_LOSS` (the
+      config's `DetectorSpec.loss`).
     distributed_input: `loop.Trainer`'s ("auto": a plain tf.data input when
       there is one replica in one process; "always").
 
@@ -95,7 +99,6 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
     solver = schedules.scale_solver(solver, global_batch)
   logging.info("%d replicas, global batch %d, solver %s", replicas, global_batch, solver)
   schedule = schedules.WarmupStepDecay.from_solver(solver)
-  model_fn = model_fn or gin.get_configurable(builders.build_rcnn)
 
   if deterministic and seed is None:
     seed = 0  # build_dataset's rule, made explicit so that resumed runs derive from it
@@ -110,8 +113,8 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
     return train_input(None, batch_size=num_summary_images, seed=input_seed,
                        deterministic=deterministic)
 
-  def loss_fn(model, batch):
-    return rcnn_losses.rcnn_losses(model, model(batch, training=True), batch)
+  def batch_losses(model, batch):
+    return loss_fn(model, model(batch, training=True), batch)
 
   def optimizer_fn():
     return opt_lib.build_optimizer(
@@ -122,7 +125,7 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
 
   class_names = runner.load_label_map(label_map)[1] if label_map else None
   trainer = loop.Trainer(
-      model_fn=model_fn, loss_fn=loss_fn, dataset_fn=dataset_fn, optimizer_fn=optimizer_fn,
+      model_fn=model_fn, loss_fn=batch_losses, dataset_fn=dataset_fn, optimizer_fn=optimizer_fn,
       model_dir=model_dir, total_steps=solver.max_iter, global_batch_size=global_batch,
       strategy=dist, seed=seed, steps_per_loop=steps_per_loop,
       checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
@@ -132,7 +135,7 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
           num_images=num_summary_images, class_names=class_names,
           score_threshold=summary_score_threshold),
       image_summary_dataset_fn=image_dataset_fn, init_checkpoint=init_checkpoint,
-      total_loss_key=rcnn_losses.TOTAL_LOSS, distributed_input=distributed_input)
+      total_loss_key=TOTAL_LOSS, distributed_input=distributed_input)
   return trainer.train()
 
 
@@ -161,10 +164,12 @@ def main(argv):
   # `tfdet.train`, so bind and call that module's `run`.
   from tfdet import train as train_module
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+  detector = gin_files.detector_spec()
   os.makedirs(FLAGS.model_dir, exist_ok=True)
   with open(os.path.join(FLAGS.model_dir, "config.gin"), "w") as f:
     f.write(gin.config_str())
-  gin.get_configurable(train_module.run)(model_dir=FLAGS.model_dir)
+  gin.get_configurable(train_module.run)(model_dir=FLAGS.model_dir, model_fn=detector.build,
+                                         loss_fn=detector.loss)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _oracle(shift=0.0):
 
   def run(model, dataset, *, class_to_category, convention, keypoint_confidence="bbox"):
     del model
-    results = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+    results = runner.new_results()
     for batch in dataset:
       scale = np.maximum(batch[keys.IMAGE_INFO][:, 2].numpy(), 1e-6)[:, None, None]  # 0: padding
       kps = batch[keys.GT_KEYPOINTS].numpy()  # [B, M, 17, 3] resized pixels
@@ -110,7 +110,8 @@ def test_ground_truth_keypoints_score_ap_1_and_moving_them_lowers_it(data, batch
   exact = _evaluate(data, batches, tmp_path / "exact", _oracle())
   assert set(coco.KEYPOINT_STAT_NAMES) == {k[len("keypoints/"):] for k in exact
                                            if k.startswith("keypoints/")}
-  assert "bbox/AP" not in exact  # no box head: keypoints and proposals only
+  # Evaluated as the outputs' keys say: the oracle's boxes are the people's own.
+  assert exact["bbox/AP"] == pytest.approx(1.0) and "segm/AP" not in exact
   for name in ("AP", "AP50", "AP75", "AR"):
     assert exact[f"keypoints/{name}"] == pytest.approx(1.0), name
   # The oracle's proposals are the gt boxes: Detectron's AR is 1 too.
@@ -192,19 +193,19 @@ def test_collect_batch_adds_keypoints_only_for_keypoint_outputs():
              out.DETECTION_CLASSES: np.array([[1], [1]]), out.NUM_DETECTIONS: np.array([1, 0])}
   info = np.array([[20, 20, 2.0, 10, 10], [20, 20, 2.0, 10, 10]], np.float32)
   common = dict(class_to_category={1: 3}, convention="detectron")
-  plain = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+  plain = runner.new_results()
   runner.collect_batch(plain, outputs, [4, 5], info, **common)
   assert "keypoints" not in plain and len(plain["bbox"]) == 1
   np.testing.assert_allclose(plain["proposals"][4], np.full((3, 4), 5.0))  # original pixels
   kps = np.zeros((2, 1, 17, 3))
   kps[0, 0, :, 0] = np.arange(17)
-  with_kps = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+  with_kps = runner.new_results()
   runner.collect_batch(with_kps, dict(outputs, **{out.DETECTION_KEYPOINTS: kps}), [4, -1],
                        info, **common)
   assert with_kps["image_ids"] == [4] and len(with_kps["keypoints"]) == 1
   assert with_kps["keypoints"][0]["keypoints"][::3] == list(range(17))
   assert with_kps["keypoints"][0]["category_id"] == 3
-  empty = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+  empty = runner.new_results()
   runner.collect_batch(empty, dict(outputs, **{out.DETECTION_KEYPOINTS: kps}), [-1, 5], info,
                        **common)
   assert empty["keypoints"] == []  # a keypoint model without detections: evaluated as such

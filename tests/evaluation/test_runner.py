@@ -1,4 +1,4 @@
-"""The eval loop on a tiny Mask R-CNN trained a few steps on 4 synthetic images."""
+"""The eval loop on a tiny Mask R-CNN trained a few steps on the shared synthetic images."""
 
 import json
 import os
@@ -6,13 +6,16 @@ import subprocess
 import sys
 
 import gin
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import shared_data
 from tests.export import tiny
 from tfdet import evaluate, gin_files
 from tfdet.data import keys, pipeline, synthetic
 from tfdet.evaluation import coco, runner
+from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors import rcnn_losses
 
 DATA = dict(scales=(96,), max_size=160, max_instances=16, max_polygon_vertices=64)
@@ -27,9 +30,11 @@ eval/pipeline.build_dataset:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  return synthetic.ensure_synthetic_tfrecords(str(tmp_path_factory.mktemp("synthetic")),
-                                              num_train_images=4, num_val_images=4)
+def data(synthetic_data):
+  return synthetic_data
+
+
+NUM_VAL = shared_data.SYNTHETIC["num_val_images"]
 
 
 def _trained_model(data, steps=3):
@@ -66,7 +71,7 @@ def test_evaluate_writes_metrics_and_results(data, model, tmp_path):
     assert name in metrics and 0.0 <= metrics[name] <= 1.0, name
   with open(os.path.join(out_dir, runner.METRICS_FILE)) as f:
     record = json.load(f)
-  assert record["step"] == 7 and record["num_images"] == 4  # padding image (id -1) skipped
+  assert record["step"] == 7 and record["num_images"] == NUM_VAL  # padding (id -1) skipped
   gt = coco.load_ground_truth(data["annotations"]["val"]["instances"])
   categories = set(gt.getCatIds())
   for iou_type in ("bbox", "segm"):
@@ -78,6 +83,77 @@ def test_evaluate_writes_metrics_and_results(data, model, tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(out_dir))
   # An untrained RPN on these images still recalls something at IoU 0.5 among 1000... or 100.
   assert metrics["proposals/AR@100"] <= metrics["proposals/AR@1000"] + 1e-9
+
+
+def _oracle(shift=0.0):
+  """A `run_model`-like function whose detections are the eval batches' ground truth.
+
+  Each non-crowd gt box becomes a detection of its class (score 1), mapped back to
+  original pixels (/ scale) and moved right by `shift` times its (+1) width; the
+  proposals are the same boxes in resized pixels. The whole path -- TFRecords, the
+  pipeline's scaling, collect_batch's conversion, the COCO json and pycocotools -- must
+  be right for the exact boxes to score AP 1.
+  """
+
+  def run(model, dataset, *, class_to_category, convention):
+    del model
+    results = runner.new_results()  # boxes only: the outputs hold no masks
+    for batch in dataset:
+      scale = np.maximum(batch[keys.IMAGE_INFO][:, 2].numpy(), 1e-6)[:, None, None]  # 0: padding
+      keep = batch[keys.GT_VALID].numpy() & ~batch[keys.GT_IS_CROWD].numpy()  # [B, M]
+      order = np.argsort(~keep, axis=1, kind="stable")  # kept rows first
+      boxes = np.take_along_axis(batch[keys.GT_BOXES].numpy(), order[..., None], axis=1) / scale
+      width = boxes[..., 2] - boxes[..., 0] + 1.0
+      boxes[..., 0] += shift * width
+      boxes[..., 2] += shift * width
+      outputs = {
+          out.PROPOSALS: boxes * scale, out.NUM_PROPOSALS: keep.sum(1),
+          out.DETECTION_BOXES: boxes, out.DETECTION_SCORES: np.ones(boxes.shape[:2]),
+          out.DETECTION_CLASSES: np.take_along_axis(batch[keys.GT_CLASSES].numpy(), order, 1),
+          out.NUM_DETECTIONS: keep.sum(1),
+      }
+      runner.collect_batch(results, outputs, batch[keys.IMAGE_ID], batch[keys.IMAGE_INFO],
+                           class_to_category=class_to_category, convention=convention)
+    return results
+
+  return run
+
+
+def test_evaluate_scores_ground_truth_boxes_ap_1_and_shifted_ones_by_hand(data, tmp_path):
+  batches = list(pipeline.build_dataset(data["instances"]["val"], mode="eval", batch_size=3,
+                                        **DATA))
+  def evaluate(name, shift):
+    return runner.evaluate(None, batches, run_fn=_oracle(shift),
+                           annotations_file=data["annotations"]["val"]["instances"],
+                           label_map_file=data["label_map"]["instances"],
+                           output_dir=str(tmp_path / name), convention="detectron")
+
+  exact = evaluate("exact", 0.0)
+  gt = coco.load_ground_truth(data["annotations"]["val"]["instances"])
+  with open(tmp_path / "exact" / "bbox_results.json") as f:
+    results = json.load(f)
+  # Every non-crowd annotation came through the pipeline and back as one detection.
+  assert len(results) == len([a for a in gt.anns.values() if not a["iscrowd"]]) >= 10
+  for name in ("AP", "AP50", "AP75", "AR100"):
+    assert exact[f"bbox/{name}"] == pytest.approx(1.0), name
+  assert exact["proposals/AR@100"] == pytest.approx(1.0)
+  assert "segm/AP" not in exact  # no masks in the outputs
+  # Moving a box right by a fraction s of its width w leaves IoU
+  # (1 - s) w h / ((1 + s) w h) = (1 - s) / (1 + s); s = 0.28 / 1.72 gives IoU 0.72:
+  # every detection is a true positive at the thresholds 0.50, 0.55, ..., 0.70 (AP 1
+  # there) and a false positive at 0.75, ..., 0.95 (AP 0): AP = 5 / 10.
+  shifted = evaluate("shifted", 0.28 / 1.72)
+  assert shifted["bbox/AP"] == pytest.approx(0.5)
+  assert shifted["bbox/AP50"] == pytest.approx(1.0)
+  assert shifted["bbox/AP75"] == pytest.approx(0.0)
+  # Recall is 1 at the same 5 thresholds and 0 at the others: COCO's AR and Detectron's
+  # proposal AR (the proposals are the moved boxes; its +1 widths equal COCO's w) are 0.5.
+  assert shifted["bbox/AR100"] == pytest.approx(0.5)
+  assert shifted["proposals/AR@100"] == pytest.approx(0.5)
+  # IoU 0.54 (s = 0.46 / 1.54) passes 0.50 only: AP = 1 / 10.
+  far = evaluate("far", 0.46 / 1.54)
+  assert far["bbox/AP"] == pytest.approx(0.1)
+  assert far["bbox/AP50"] == pytest.approx(1.0)
 
 
 def test_label_map_layout(data):
@@ -100,7 +176,7 @@ def test_evaluate_command_line_watches_checkpoints(data, model, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / "model" / "eval" / "metrics-3.json") as f:
     record = json.load(f)
-  assert record["step"] == 3 and record["num_images"] == 4 and "segm/AP" in record
+  assert record["step"] == 3 and record["num_images"] == NUM_VAL and "segm/AP" in record
 
 
 def test_eval_dataset_of_a_shipped_model_file(data):

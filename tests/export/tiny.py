@@ -1,8 +1,7 @@
 """The tiny R-CNN every test that trains, evaluates, exports or infers shares (the overfit
 tests, export, eval, TTA, infer, the command lines): its settings live here only."""
 
-from tfdet.export import serving
-from tfdet.modeling.detectors import builders
+from tfdet.modeling.detectors import builders, spec
 from tfdet.modeling.detectors.config import (
     RoiHeadSettings,
     RpnSettings,
@@ -51,5 +50,5 @@ def tiny_model(*, heads="mask", num_classes=3, implementation="reference", roi=N
       width_divisor=8, norm="bn", freeze_at=0, fpn_channels=32, mlp_dim=128, mask_conv_dim=32,
       rpn_settings=rpn, roi_settings=roi, implementation=implementation)
   if build:
-    model(serving.dummy_batch(), training=False)
+    model(spec.dummy_batch(), training=False)
   return model

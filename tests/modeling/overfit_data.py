@@ -1,10 +1,11 @@
-"""A handful of hand-drawn images with polygons, boxes and a COCO json, for
-the detectors' overfitting tests (no files, no pipeline)."""
+"""A handful of hand-drawn images with polygons, boxes and a COCO json, and the
+training loop of the detectors' overfitting tests (no files, no pipeline)."""
 
 import numpy as np
 import tensorflow as tf
 
 from tfdet.data import keys
+from tfdet.modeling.losses import TOTAL_LOSS
 
 PIXEL_MEANS = np.array([102.9801, 115.9465, 122.7717], np.float32)
 
@@ -79,3 +80,33 @@ def make_batch(scene_ids, *, max_instances=4, max_vertices=8):
       keys.GT_POLYGONS: np.stack(polys), keys.GT_POLYGON_IDS: np.stack(ids),
   }
   return {k: tf.constant(v) for k, v in batch.items()}, coco
+
+
+def train(model, batch, loss_fn, steps, lr):
+  """`steps` SGD steps (momentum 0.9, clipnorm 10) on one batch.
+
+  Args:
+    loss_fn: (model, outputs, batch) -> dict of losses with TOTAL_LOSS.
+
+  Returns:
+    every step's losses, [{name: float}].
+  """
+  model(batch, training=True)
+  optimizer = tf.keras.optimizers.SGD(learning_rate=lr, momentum=0.9, clipnorm=10.0)
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      losses = loss_fn(model, model(batch, training=True), batch)
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(losses[TOTAL_LOSS], variables), variables,
+                                  strict=True))
+    return losses
+
+  return [{k: float(v) for k, v in step().items()} for _ in range(steps)]
+
+
+def window_means(history, name, size=10):
+  """Means of loss `name` over consecutive windows of `size` steps."""
+  values = [h[name] for h in history]
+  return [float(np.mean(values[i:i + size])) for i in range(0, len(values), size)]

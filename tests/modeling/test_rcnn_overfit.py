@@ -34,31 +34,14 @@ def _tiny(heads, use_fpn):
 
 def _train(model, batch, steps, lr=0.005):
   """Trains `steps` steps; returns the losses of every step ([{name: float}])."""
-  model(batch, training=True)
-  optimizer = tf.keras.optimizers.SGD(learning_rate=lr, momentum=0.9, clipnorm=10.0)
-
-  @tf.function
-  def step():
-    with tf.GradientTape() as tape:
-      losses = rcnn_losses.rcnn_losses(model, model(batch, training=True), batch,
-                                       seed=tf.constant([0, 0]))
-    variables = model.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(losses[rcnn_losses.TOTAL_LOSS], variables),
-                                  variables, strict=True))
-    return losses
-
-  return [{k: float(v) for k, v in step().items()} for _ in range(steps)]
-
-
-def _window_means(history, name, size=10):
-  """Means of `name` over consecutive windows of `size` steps."""
-  values = [h[name] for h in history]
-  return [float(np.mean(values[i:i + size])) for i in range(0, len(values), size)]
+  return overfit_data.train(
+      model, batch, lambda m, o, b: rcnn_losses.rcnn_losses(m, o, b, seed=tf.constant([0, 0])),
+      steps, lr)
 
 
 def _assert_falls(history, name, ratio=0.5):
   """The mean of the last 10 steps is below `ratio` times the mean of the first 10."""
-  windows = _window_means(history, name)
+  windows = overfit_data.window_means(history, name)
   assert windows[-1] < ratio * windows[0], (name, windows)
 
 
@@ -76,7 +59,7 @@ def _assert_box_regression_learns(history):
   0.09-0.16), and the last window stays below 0.75 x the peak (measured 0.14-0.61).
   """
   _assert_falls(history, rcnn_losses.RPN_BOX_LOSS)
-  windows = _window_means(history, rcnn_losses.BOX_REG_LOSS)
+  windows = overfit_data.window_means(history, rcnn_losses.BOX_REG_LOSS)
   peak = int(np.argmax(windows))
   assert min(windows[peak:]) < 0.25 * windows[peak], windows
   assert windows[-1] < 0.75 * windows[peak], windows

@@ -8,10 +8,6 @@ import tensorflow as tf
 
 from tests import numpy_reference as ref
 from tfdet.ops.multiclass_nms import (
-    DETECTION_BOXES,
-    DETECTION_CLASSES,
-    DETECTION_SCORES,
-    NUM_DETECTIONS,
     BoxVotingOptions,
     SoftNMSOptions,
     multiclass_nms,
@@ -69,13 +65,13 @@ def _check(out, boxes, scores, d, off, **kw):
     rb, rs, rc = np_detectron_postprocess(boxes[i], scores[i], score_thresh=0.05, nms=0.5,
                                           dets_per_im=d, off=off, **kw)
     m = len(rs)
-    assert out[NUM_DETECTIONS].numpy()[i] == m
-    np.testing.assert_allclose(out[DETECTION_SCORES].numpy()[i, :m], rs, rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(out[DETECTION_CLASSES].numpy()[i, :m], rc)
-    np.testing.assert_allclose(out[DETECTION_BOXES].numpy()[i, :m], rb, rtol=1e-5, atol=1e-3)
-    np.testing.assert_array_equal(out[DETECTION_SCORES].numpy()[i, m:], 0.0)
-    np.testing.assert_array_equal(out[DETECTION_CLASSES].numpy()[i, m:], 0)
-    np.testing.assert_array_equal(out[DETECTION_BOXES].numpy()[i, m:], 0.0)
+    assert out.num.numpy()[i] == m
+    np.testing.assert_allclose(out.scores.numpy()[i, :m], rs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(out.classes.numpy()[i, :m], rc)
+    np.testing.assert_allclose(out.boxes.numpy()[i, :m], rb, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(out.scores.numpy()[i, m:], 0.0)
+    np.testing.assert_array_equal(out.classes.numpy()[i, m:], 0)
+    np.testing.assert_array_equal(out.boxes.numpy()[i, m:], 0.0)
 
 
 @pytest.mark.parametrize("convention", ["detectron", "modern"])
@@ -85,12 +81,12 @@ def test_hard_nms_matches_reference(convention, d):
   boxes, scores = _random_inputs(rng, 2, 40, 5)
   scores[1, :, 2] = np.nan  # class 2 of image 1 is never selected
   out = multiclass_nms(boxes, scores, max_detections=d, convention=convention)
-  assert out[DETECTION_BOXES].shape == (2, d, 4)
-  assert out[DETECTION_CLASSES].dtype == tf.int32
-  assert not np.any(out[DETECTION_CLASSES].numpy()[1] == 2)
+  assert out.boxes.shape == (2, d, 4)
+  assert out.classes.dtype == tf.int32
+  assert not np.any(out.classes.numpy()[1] == 2)
   _check(out, boxes, scores, d, OFF[convention])
   if d == 12:
-    assert np.all(out[NUM_DETECTIONS].numpy() == 12)
+    assert np.all(out.num.numpy() == 12)
 
 
 @pytest.mark.parametrize("convention,method", [("detectron", "linear"), ("modern", "gaussian")])
@@ -138,13 +134,13 @@ def test_all_below_threshold_and_empty():
   scores = np.full([2, 5, 3], 0.05, np.float32)  # not > 0.05
   for kw in ({}, {"soft_nms": {}}, {"box_voting": {"scoring_method": "AVG"}}):
     out = multiclass_nms(boxes, scores, max_detections=7, convention="detectron", **kw)
-    np.testing.assert_array_equal(out[NUM_DETECTIONS].numpy(), [0, 0])
-    np.testing.assert_array_equal(out[DETECTION_SCORES].numpy(), np.zeros([2, 7]))
-    np.testing.assert_array_equal(out[DETECTION_BOXES].numpy(), np.zeros([2, 7, 4]))
+    np.testing.assert_array_equal(out.num.numpy(), [0, 0])
+    np.testing.assert_array_equal(out.scores.numpy(), np.zeros([2, 7]))
+    np.testing.assert_array_equal(out.boxes.numpy(), np.zeros([2, 7, 4]))
   out = multiclass_nms(np.zeros([1, 0, 3, 4], np.float32), np.zeros([1, 0, 3], np.float32),
                        max_detections=4, convention="modern")
-  np.testing.assert_array_equal(out[NUM_DETECTIONS].numpy(), [0])
-  assert out[DETECTION_BOXES].shape == (1, 4, 4)
+  np.testing.assert_array_equal(out.num.numpy(), [0])
+  assert out.boxes.shape == (1, 4, 4)
 
 
 def test_ties_at_the_limit_keep_exactly_max_detections():
@@ -152,9 +148,9 @@ def test_ties_at_the_limit_keep_exactly_max_detections():
   boxes = np.tile(np.array([10, 10, 40, 40], np.float32), [1, 1, 4, 1])
   scores = np.array([[[0.1, 0.3, 0.3, 0.3]]], np.float32)
   out = multiclass_nms(boxes, scores, max_detections=2, convention="detectron")
-  np.testing.assert_array_equal(out[NUM_DETECTIONS].numpy(), [2])
-  np.testing.assert_array_equal(out[DETECTION_CLASSES].numpy(), [[1, 2]])
-  np.testing.assert_allclose(out[DETECTION_SCORES].numpy(), [[0.3, 0.3]])
+  np.testing.assert_array_equal(out.num.numpy(), [2])
+  np.testing.assert_array_equal(out.classes.numpy(), [[1, 2]])
+  np.testing.assert_allclose(out.scores.numpy(), [[0.3, 0.3]])
 
 
 def test_hard_nms_suppresses_at_equal_iou_in_detectron_convention():
@@ -165,7 +161,7 @@ def test_hard_nms_suppresses_at_equal_iou_in_detectron_convention():
   scores = np.array([[[0.1, 0.9], [0.1, 0.8]]], np.float32)
   out = multiclass_nms(boxes, scores, iou_threshold=0.5, max_detections=5,
                        convention="detectron")
-  np.testing.assert_array_equal(out[NUM_DETECTIONS].numpy(), [1])
+  np.testing.assert_array_equal(out.num.numpy(), [1])
 
 
 def test_bad_options():

@@ -10,6 +10,10 @@ size, IMAGE_INFO[:, 3:5]; keypoints, already in original pixels, by
 ``keypoints_results.json``, runs pycocotools (keypoints against a
 person_keypoints json) and Detectron's proposal recall, and writes
 ``metrics.json`` and TensorBoard scalars into ``output_dir``.
+
+What is evaluated follows the keys of the detector's outputs, whatever the
+family: boxes (`outputs.DETECTION_BOXES`), masks, keypoints, proposals
+(`outputs.PROPOSALS`: an R-CNN's RPN; RetinaNet has none).
 """
 
 import json
@@ -54,19 +58,24 @@ def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0
       (`coco.KEYPOINT_CONFIDENCES`; "bbox" as Detectron's 12_2017 configs).
 
   Returns:
-    dict with "bbox" and "segm" (lists of COCO results; "segm" empty without
-    masks), "proposals" {image_id: [P, 4] original pixels, score order},
-    "image_ids" (list) and, only when the model outputs
-    `outputs.DETECTION_KEYPOINTS`, "keypoints" (COCO keypoint results).
+    `new_results()` filled by `collect_batch`: "proposals" {image_id: [P, 4]
+    original pixels, score order} (empty for a model without proposals),
+    "image_ids" (list) and, only for the outputs the model has, "bbox",
+    "segm" and "keypoints" (lists of COCO results).
   """
   predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-  results = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+  results = new_results()
   for batch in dataset:
     outputs = predict({keys.IMAGES: batch[keys.IMAGES], keys.IMAGE_INFO: batch[keys.IMAGE_INFO]})
     collect_batch(results, outputs, batch[keys.IMAGE_ID], batch[keys.IMAGE_INFO],
                   class_to_category=class_to_category, convention=convention,
                   mask_threshold=mask_threshold, keypoint_confidence=keypoint_confidence)
   return results
+
+
+def new_results():
+  """The empty results `collect_batch` fills: what was seen adds its keys."""
+  return {"proposals": {}, "image_ids": []}
 
 
 _COLLECTED = (out.PROPOSALS, out.NUM_PROPOSALS, out.DETECTION_BOXES, out.DETECTION_SCORES,
@@ -82,10 +91,12 @@ def collect_batch(results, outputs, image_ids, image_info, *, class_to_category,
   detector outputs their own way (test-time augmentation, oracles in tests).
 
   Args:
-    results: the dict being filled ("bbox", "segm", "proposals", "image_ids"
-      and, once keypoints are seen, "keypoints").
+    results: the dict being filled (`new_results`): "proposals" and
+      "image_ids", and "bbox", "segm", "keypoints" from the first batch whose
+      outputs have DETECTION_BOXES, DETECTION_MASKS, DETECTION_KEYPOINTS.
     outputs: the detector's output dict (`tfdet.modeling.detectors.outputs`;
-      tensors or arrays), with at least PROPOSALS and NUM_PROPOSALS.
+      tensors or arrays): proposals (PROPOSALS, NUM_PROPOSALS), detections
+      (DETECTION_BOXES, ..., NUM_DETECTIONS) or both.
     image_ids: [B] data set image ids; -1 rows (padding images) are skipped.
     image_info: [B, 5] (`keys.IMAGE_INFO`).
     class_to_category, convention, mask_threshold, keypoint_confidence: as
@@ -94,14 +105,17 @@ def collect_batch(results, outputs, image_ids, image_info, *, class_to_category,
   outputs = {k: np.asarray(outputs[k]) for k in _COLLECTED if k in outputs}
   ids = np.asarray(image_ids)
   info = np.asarray(image_info)
-  if out.DETECTION_KEYPOINTS in outputs:
-    results.setdefault("keypoints", [])
+  for key, kind in ((out.DETECTION_BOXES, "bbox"), (out.DETECTION_MASKS, "segm"),
+                    (out.DETECTION_KEYPOINTS, "keypoints")):
+    if key in outputs:
+      results.setdefault(kind, [])
   for i, image_id in enumerate(ids):
     if image_id < 0:
       continue
     results["image_ids"].append(int(image_id))
-    n_prop = int(outputs[out.NUM_PROPOSALS][i])
-    results["proposals"][int(image_id)] = outputs[out.PROPOSALS][i, :n_prop] / info[i, 2]
+    if out.PROPOSALS in outputs:
+      n_prop = int(outputs[out.NUM_PROPOSALS][i])
+      results["proposals"][int(image_id)] = outputs[out.PROPOSALS][i, :n_prop] / info[i, 2]
     if out.DETECTION_BOXES not in outputs:
       continue
     n = int(outputs[out.NUM_DETECTIONS][i])
@@ -130,8 +144,9 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
              keypoint_annotations_file=None, keypoint_confidence=None):
   """Evaluates a detector and writes results, metrics.json and TensorBoard scalars.
 
-  Keypoints are evaluated when the collected results have them (the model
-  outputs `outputs.DETECTION_KEYPOINTS`): their results go to
+  Boxes, masks and keypoints are evaluated when the collected results have
+  them (`collect_batch`: the model's outputs had them), proposal recall when
+  proposals were collected. Keypoint results go to
   ``keypoints_results.json`` and pycocotools' "keypoints" evaluation runs
   against `keypoint_annotations_file`, or against `annotations_file` when
   that defines keypoints itself (Detectron evaluates keypoint models on the
@@ -170,23 +185,22 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
   image_ids = collected["image_ids"]
   os.makedirs(output_dir, exist_ok=True)
   metrics = {}
-  has_boxes = getattr(model, "box_head", None) is not None
-  has_masks = getattr(model, "mask_head", None) is not None
-  for iou_type, wanted in (("bbox", has_boxes), ("segm", has_masks)):
-    if not wanted:
+  for iou_type in ("bbox", "segm"):
+    if iou_type not in collected:
       continue
     with open(os.path.join(output_dir, f"{iou_type}_results.json"), "w") as f:
       json.dump(collected[iou_type], f)
     stats, _ = coco.evaluate(gt, collected[iou_type], iou_type, image_ids=image_ids)
     metrics.update({f"{iou_type}/{k}": v for k, v in stats.items()})
   metrics.update(_keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir))
-  images = []
-  for image_id in image_ids:
-    boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention=convention)
-    images.append({"proposals": collected["proposals"][image_id], "gt_boxes": boxes,
-                   "gt_areas": areas})
-  ar = recall.proposal_metrics(images, limits=proposal_limits, convention=convention)
-  metrics.update({f"proposals/{k}": v for k, v in ar.items()})
+  if collected["proposals"]:
+    images = []
+    for image_id in image_ids:
+      boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention=convention)
+      images.append({"proposals": collected["proposals"][image_id], "gt_boxes": boxes,
+                     "gt_areas": areas})
+    ar = recall.proposal_metrics(images, limits=proposal_limits, convention=convention)
+    metrics.update({f"proposals/{k}": v for k, v in ar.items()})
   metrics = {k: float(v) for k, v in metrics.items()}
   record = dict(metrics, step=int(step or 0), num_images=len(image_ids))
   with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
@@ -224,23 +238,3 @@ def _keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir):
   stats, _ = coco.evaluate(kp_gt, collected["keypoints"], "keypoints",
                            image_ids=collected["image_ids"])
   return {f"keypoints/{k}": v for k, v in stats.items()}
-
-
-def checkpoint_path(model_dir, checkpoint=None):
-  """The checkpoint to restore: `checkpoint` if given, else the latest under model_dir."""
-  path = checkpoint or tf.train.latest_checkpoint(model_dir)
-  if not path:
-    raise FileNotFoundError(f"no checkpoint under {model_dir}")
-  return path
-
-
-def restore(model, path):
-  """Restores a built model's weights from a training checkpoint (model=... in it).
-
-  Returns:
-    the checkpoint's global step (its ``step=...`` object), or 0 if it has none.
-  """
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
-  reader = tf.train.load_checkpoint(path)
-  key = "step/.ATTRIBUTES/VARIABLE_VALUE"
-  return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0

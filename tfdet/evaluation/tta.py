@@ -321,22 +321,33 @@ class TTADetector:
   Each stage's graph is traced once, whatever the image size and transform
   (images are [1, None, None, 3], the flip is a tensor argument).
 
+  What runs follows the keys of the model's own outputs on the first image
+  (boxes, masks, keypoints; proposals only for an RPN), as in evaluation
+  without TTA.
+
   Args:
     model: a built `GeneralizedRCNN` (or a model with the same inference
-      methods: detect_boxes, postprocess_boxes, mask_predictions and,
-      optionally, keypoint_heatmaps / keypoints_from_heatmaps).
+      methods: detect_boxes, postprocess_boxes, mask_predictions and, for
+      keypoints, keypoint_heatmaps / keypoints_from_heatmaps).
     config: a `TTAConfig`.
     preprocessing: the `Preprocessing` the inputs were made with.
+
+  Raises:
+    ValueError: the model has none of those methods (RetinaNet: Detectron's
+      test path for it has no test-time augmentation).
   """
 
   def __init__(self, model, config, preprocessing):
+    if not callable(getattr(model, "detect_boxes", None)):
+      raise ValueError(
+          f"test-time augmentation needs an R-CNN's inference pieces (detect_boxes, "
+          f"postprocess_boxes, ...); {type(model).__name__} has none (Detectron runs TTA for "
+          f"R-CNN models only)")
     self.model = model
     self.config = config
     self.identity = preprocessing.identity
     self.test_scale = preprocessing.scale
-    self.has_boxes = getattr(model, "box_head", None) is not None
-    self.has_masks = getattr(model, "mask_head", None) is not None
-    self.has_keypoints = callable(getattr(model, "keypoint_heatmaps", None))
+    self._output_shapes = None  # output key -> shape, from the first image
     convention = model.convention
 
     def flip_boxes(boxes, image_info, flip):
@@ -381,15 +392,18 @@ class TTADetector:
       box head, DETECTION_BOXES / SCORES / CLASSES / NUM_DETECTIONS (and
       DETECTION_MASKS, DETECTION_KEYPOINTS when the model has them).
     """
-    if not self.has_boxes:
+    if self._output_shapes is None:  # what the model outputs without augmentation
+      plain = self._call(_input(inputs, self.identity))
+      self._output_shapes = {k: v.shape for k, v in plain.items()}
+    if out.DETECTION_BOXES not in self._output_shapes:
       outputs = self._call(_input(inputs, self.identity))
       return {k: outputs[k].numpy() for k in (out.PROPOSALS, out.NUM_PROPOSALS)}
     result = self.boxes(inputs)
     num = int(result[out.NUM_DETECTIONS][0])
     boxes, classes = result[out.DETECTION_BOXES], result[out.DETECTION_CLASSES]
-    if self.has_masks:
+    if out.DETECTION_MASKS in self._output_shapes:
       result[out.DETECTION_MASKS] = self.masks(inputs, boxes, classes, num)
-    if self.has_keypoints:
+    if out.DETECTION_KEYPOINTS in self._output_shapes:
       result[out.DETECTION_KEYPOINTS] = self.keypoints(inputs, boxes, num)
     return result
 
@@ -424,8 +438,8 @@ class TTADetector:
       boxes: [1, D, 4] detections in original pixels. classes: [1, D] int32.
       num: valid detections (none: zeros, as Detectron skips the stage).
     """
-    size = self.model.roi_settings.mask_resolution
     if num == 0:
+      size = self._output_shapes[out.DETECTION_MASKS][-1]  # M of [B, D, M, M]
       return np.zeros([1, np.shape(boxes)[1], size, size], np.float32)
     probabilities, logits = [], []
     for t in self.config.mask_transforms(self.identity):
@@ -483,7 +497,7 @@ def run_tta(model, dataset, *, class_to_category, convention, config, preprocess
     "keypoints" for keypoint models).
   """
   detector = TTADetector(model, config, preprocessing)
-  results = {"bbox": [], "segm": [], "proposals": {}, "image_ids": []}
+  results = runner.new_results()
   for element in dataset:
     outputs = detector.detect(element[INPUTS])
     runner.collect_batch(results, outputs, element[keys.IMAGE_ID].numpy()[None],

@@ -3,24 +3,24 @@ r"""Exports a trained detector as a SavedModel for TF Serving (entry point).
   python -m tfdet.export --gin_file=models/mask_rcnn_fpn.gin --model_dir=/tmp/run \
     --export_dir=/tmp/run/export/1 [--checkpoint=PATH] [--scale=800 --max_size=1333]
 
-The model is built as gin binds it but with ``implementation="reference"``
-(pure-TF RoIAlign and proposals, so stock TF Serving runs the graph), the
-checkpoint's weights are restored into it, and `serving.export_saved_model`
-writes the signatures described in `tfdet.export.serving` (their outputs are
-the model's: masks for mask models, ``detection_keypoints`` for keypoint
-models).
+The detector the config names (its `spec.DetectorSpec`) is built with
+``implementation="reference"`` (pure-TF ops, so stock TF Serving runs the
+graph), the checkpoint's weights are restored into it, and
+`serving.export_saved_model` writes the signatures described in
+`tfdet.export.serving` (their outputs are the model's: masks for mask
+models, ``detection_keypoints`` for keypoint models). The in-graph resize
+and the canvas multiple are the config's eval ones (`gin_files.eval_preprocessing`:
+128 for RetinaNet, 32 for FPN R-CNN) unless a flag overrides them.
 
 (This is ``tfdet/export/__main__.py``: a ``tfdet/export.py`` module would be
 shadowed by the ``tfdet/export/`` package.)
 """
 
-import gin
 from absl import app, flags, logging
 
 from tfdet import gin_files
-from tfdet.evaluation import runner
 from tfdet.export import serving
-from tfdet.modeling.detectors import builders
+from tfdet.training import checkpoints
 
 FLAGS = flags.FLAGS
 
@@ -35,28 +35,18 @@ def define_flags():
                        "default: the eval/pipeline.build_dataset binding, else 800).")
   flags.DEFINE_integer("max_size", None, "Longer-side cap (TEST.MAX_SIZE; default: the "
                        "eval/pipeline.build_dataset binding, else 1333).")
-  flags.DEFINE_integer("size_divisibility", 32, "Canvas multiple (32 FPN, 1 is fine for C4).")
+  flags.DEFINE_integer("size_divisibility", None, "Canvas multiple (default: the config's, "
+                       "e.g. 32 FPN R-CNN, 128 RetinaNet, 1 C4).")
   flags.mark_flags_as_required(["model_dir", "export_dir"])
-
-
-def load_reference_model(model_dir, checkpoint=None):
-  """The gin-bound model with pure-TF ops and the checkpoint's weights (gin parsed already)."""
-  model = gin.get_configurable(builders.build_rcnn)(implementation="reference")
-  model(serving.dummy_batch(), training=False)
-  path = runner.checkpoint_path(model_dir, checkpoint)
-  step = runner.restore(model, path)
-  logging.info("restored %s (step %d)", path, step)
-  return model
 
 
 def main(argv):
   del argv
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
-  model = load_reference_model(FLAGS.model_dir, FLAGS.checkpoint)
-  scale, max_size = gin_files.eval_resize()
-  serving.export_saved_model(model, FLAGS.export_dir, scale=FLAGS.scale or scale,
-                             max_size=FLAGS.max_size or max_size,
-                             size_divisibility=FLAGS.size_divisibility)
+  model, _, _ = checkpoints.load_for_inference(gin_files.detector_spec(), FLAGS.model_dir,
+                                               FLAGS.checkpoint, implementation="reference")
+  serving.export_saved_model(model, FLAGS.export_dir, **gin_files.eval_preprocessing(
+      scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
   logging.info("exported to %s", FLAGS.export_dir)
 
 

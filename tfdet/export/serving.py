@@ -45,6 +45,9 @@ only, e.g. no masks from Faster R-CNN):
   ``proposal_scores`` [B, P], ``num_proposals`` [B].
 """
 
+import json
+import os
+
 import tensorflow as tf
 
 from tfdet.data import decoder, keys, schema, transforms
@@ -53,15 +56,15 @@ from tfdet.modeling.detectors import outputs as out
 DEFAULT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"
-IMAGE_INFO = "image_info"
+IMAGE_INFO = keys.IMAGE_INFO  # served as the batch key is named
 
 
 class DetectionModule(tf.Module):
   """Preprocessing + model + output selection, with the serving signatures.
 
   Args:
-    model: a built `GeneralizedRCNN` (``implementation="reference"`` for stock
-      TF Serving; its weights are exported).
+    model: a built detector (``implementation="reference"`` for stock TF
+      Serving; its weights are exported).
     scale: target shorter side (TEST.SCALE, 800).
     max_size: cap on the longer side (TEST.MAX_SIZE, 1333).
     size_divisibility: the padded canvas' sides are multiples of it (32 FPN).
@@ -176,14 +179,16 @@ class DetectionModule(tf.Module):
     }
 
 
-def dummy_batch(size=64):
-  """A zero image batch that builds a model's variables ([1, size, size, 3])."""
-  return {keys.IMAGES: tf.zeros([1, size, size, 3]),
-          keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32)}
+# Beside the graph (TF Serving ignores assets.extra/): what a client needs to
+# read the outputs, above all the box convention of detection_boxes.
+EXPORT_INFO_FILE = os.path.join("assets.extra", "tfdet_export.json")
 
 
 def export_saved_model(model, export_dir, **preprocessing):
   """Writes a SavedModel of `DetectionModule(model, **preprocessing)` with its signatures.
+
+  Also writes `EXPORT_INFO_FILE`: {"convention", "scale", "max_size",
+  "size_divisibility"} (`read_export_info`).
 
   Args:
     model: a built detector whose ops are the pure-TF references.
@@ -197,4 +202,19 @@ def export_saved_model(model, export_dir, **preprocessing):
     raise ValueError("export a model built with implementation='reference' (stock TF ops only)")
   module = DetectionModule(model, **preprocessing)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())
+  info = {"convention": model.convention, "scale": module._scale, "max_size": module._max_size,
+          "size_divisibility": module._divisor}
+  path = os.path.join(export_dir, EXPORT_INFO_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(json.dumps(info, indent=1))
   return module
+
+
+def read_export_info(export_dir):
+  """The `EXPORT_INFO_FILE` of a SavedModel as a dict ({} for one exported without it)."""
+  path = os.path.join(export_dir, EXPORT_INFO_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.loads(f.read())

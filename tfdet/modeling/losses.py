@@ -16,9 +16,16 @@ Detectron's multi-GPU loss scale (1 / NUM_GPUS) averages its per-GPU losses.
   divided by the number of sampled RoIs.
 * Mask: per-pixel sigmoid cross-entropy of the ground-truth class's mask on
   foreground RoIs, averaged over those pixels.
+* RetinaNet: sigmoid focal loss of every non-ignored anchor and class, and
+  smooth-L1 (beta 0.11) of the foreground anchors' deltas, both summed and
+  divided by one normalizer (Detectron: the batch's foreground anchors plus
+  one per image, its retnet_fg_num).
 """
 
 import tensorflow as tf
+
+# The key of the summed loss in every detector's loss dict: what training minimizes.
+TOTAL_LOSS = "total_loss"
 
 
 def smooth_l1(diff, beta):
@@ -119,3 +126,53 @@ def mask_loss(mask_logits, mask_targets, labels, is_fg, *, class_agnostic=False)
   pixels = tf.reduce_sum(fg) * tf.cast(tf.shape(mask_targets)[2] * tf.shape(mask_targets)[3],
                                        tf.float32)
   return tf.reduce_sum(ce * fg) / tf.maximum(pixels, 1.0)
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0):
+  """Detectron's SigmoidFocalLoss terms, summed (not normalized).
+
+  For class k of an anchor labelled t: ``-alpha (1 - p)^gamma log p`` when
+  t == k, ``-(1 - alpha) p^gamma log(1 - p)`` when t >= 0 and t != k (a
+  background anchor is negative for every class), nothing when t == -1;
+  p = sigmoid(logit).
+
+  Args:
+    logits: [B, N, K] float, one logit per foreground class (no background).
+    labels: [B, N] int32: -1 ignored, 0 background, k in 1..K.
+    alpha, gamma: LOSS_ALPHA, LOSS_GAMMA.
+
+  Returns:
+    float32 scalar.
+  """
+  x = tf.cast(logits, tf.float32)
+  labels = tf.cast(labels, tf.int32)[..., None]  # [B, N, 1]
+  classes = tf.range(1, tf.shape(x)[-1] + 1, dtype=tf.int32)  # [K]
+  positive = tf.cast(labels == classes, tf.float32)  # [B, N, K]
+  negative = tf.cast(labels >= 0, tf.float32) - positive
+  p = tf.sigmoid(x)
+  positive_term = -alpha * tf.pow(1.0 - p, gamma) * tf.math.log_sigmoid(x)
+  negative_term = -(1.0 - alpha) * tf.pow(p, gamma) * tf.math.log_sigmoid(-x)
+  return tf.reduce_sum(positive * positive_term + negative * negative_term)
+
+
+def retinanet_losses(logits, deltas, labels, box_targets, normalizer, *, alpha=0.25, gamma=2.0,
+                     beta=0.11):
+  """RetinaNet's classification and box losses.
+
+  Args:
+    logits: [B, N, K] float32, every anchor's class logits (all levels).
+    deltas: [B, N, 4] float32 predicted deltas.
+    labels: [B, N] int32 (`tfdet.ops.retinanet_targets`).
+    box_targets: [B, N, 4] float32.
+    normalizer: float32 scalar both sums are divided by (at least 1 is used).
+    alpha, gamma: the focal loss'.
+    beta: smooth-L1 beta (Detectron 0.11).
+
+  Returns:
+    (cls_loss, box_loss) float32 scalars.
+  """
+  normalizer = tf.maximum(tf.cast(normalizer, tf.float32), 1.0)
+  cls_loss = sigmoid_focal_loss(logits, labels, alpha=alpha, gamma=gamma) / normalizer
+  fg = tf.cast(tf.cast(labels, tf.int32) > 0, tf.float32)
+  per_anchor = tf.reduce_sum(smooth_l1(tf.cast(deltas, tf.float32) - box_targets, beta), -1)
+  return cls_loss, tf.reduce_sum(per_anchor * fg) / normalizer

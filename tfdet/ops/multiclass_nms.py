@@ -26,6 +26,7 @@ follow `tfdet.ops.boxes`.
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -33,10 +34,20 @@ from tfdet.ops.box_voting import box_voting as box_voting_op
 from tfdet.ops.nms import gather_padded, nms_padded
 from tfdet.ops.soft_nms import soft_nms_padded
 
-DETECTION_BOXES = "detection_boxes"
-DETECTION_SCORES = "detection_scores"
-DETECTION_CLASSES = "detection_classes"
-NUM_DETECTIONS = "num_detections"
+
+class Detections(NamedTuple):
+  """Padded detections of a batch, sorted by descending score; rows past `num` are zeros.
+
+  Attributes:
+    boxes: [B, D, 4] float32.
+    scores: [B, D] float32.
+    classes: [B, D] int32 in 1..C-1.
+    num: [B] int32.
+  """
+  boxes: tf.Tensor
+  scores: tf.Tensor
+  classes: tf.Tensor
+  num: tf.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +103,7 @@ def multiclass_nms(boxes, scores, *, score_threshold=0.05, iou_threshold=0.5,
       be static.
 
   Returns:
-    A dict: DETECTION_BOXES [B, D, 4] float32, DETECTION_SCORES [B, D]
-    float32, DETECTION_CLASSES [B, D] int32 in 1..C-1, NUM_DETECTIONS [B]
-    int32; rows past NUM_DETECTIONS are zeros; rows sorted by descending score.
+    `Detections` with D = max_detections.
   """
   soft_nms = _options(soft_nms, SoftNMSOptions, "soft_nms")
   box_voting = _options(box_voting, BoxVotingOptions, "box_voting")
@@ -173,9 +182,8 @@ def multiclass_nms(boxes, scores, *, score_threshold=0.05, iou_threshold=0.5,
   det_boxes = tf.where(top_valid[..., None], tf.gather(flat_boxes, order, batch_dims=1), 0.0)
   det_classes = tf.where(top_valid, order // k + 1, 0) if k > 0 else tf.zeros_like(order)
   pad = max_detections - top
-  return {
-      DETECTION_BOXES: tf.pad(det_boxes, [[0, 0], [0, pad], [0, 0]]),
-      DETECTION_SCORES: tf.pad(det_scores, [[0, 0], [0, pad]]),
-      DETECTION_CLASSES: tf.pad(tf.cast(det_classes, tf.int32), [[0, 0], [0, pad]]),
-      NUM_DETECTIONS: num_det,
-  }
+  return Detections(
+      boxes=tf.pad(det_boxes, [[0, 0], [0, pad], [0, 0]]),
+      scores=tf.pad(det_scores, [[0, 0], [0, pad]]),
+      classes=tf.pad(tf.cast(det_classes, tf.int32), [[0, 0], [0, pad]]),
+      num=num_det)

@@ -30,7 +30,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfdet.ops import boxes as box_ops
+from tfdet.ops import anchor_matching
 from tfdet.ops.sampling import subsample_with_replacement, subsample_without_replacement
 
 SAMPLING_MODES = ("detectron", "modern")
@@ -100,15 +100,12 @@ def rpn_targets(anchors, gt_boxes, gt_valid, image_size, *, convention, positive
   seeds = (None, None) if seed is None else tf.unstack(
       tf.random.experimental.stateless_split(seed, 2))
   inside = inside_image(anchors, image_size, straddle_thresh)  # [B, N]
-  iou = box_ops.pairwise_iou(gt_boxes, anchors[None], convention=convention)  # [B, M, N]
-  pair_ok = gt_valid[:, :, None] & inside[:, None, :]
-  iou = tf.where(pair_ok, iou, -1.0)
-  matched_gt = tf.argmax(iou, axis=1, output_type=tf.int32)  # [B, N]
-  anchor_max = tf.maximum(tf.reduce_max(iou, axis=1), 0.0)  # [B, N]; 0 when no gt
-  gt_max = tf.reduce_max(iou, axis=2, keepdims=True)  # [B, M, 1]
-  best_for_gt = tf.reduce_any((iou == gt_max) & (gt_max > 0.0) & pair_ok, axis=1)  # [B, N]
+  match = anchor_matching.match_anchors(anchors, gt_boxes,
+                                        gt_valid[:, :, None] & inside[:, None, :],
+                                        convention=convention)
+  anchor_max = match.max_iou
 
-  fg = inside & (best_for_gt | (anchor_max >= positive_overlap))
+  fg = inside & (match.best_for_gt | (anchor_max >= positive_overlap))
   fg = subsample_without_replacement(fg, int(positive_fraction * batch_size_per_image),
                                      seed=seeds[0])
   num_bg = batch_size_per_image - tf.reduce_sum(tf.cast(fg, tf.int32), axis=1)  # [B]
@@ -119,11 +116,7 @@ def rpn_targets(anchors, gt_boxes, gt_valid, image_size, *, convention, positive
   else:
     bg = subsample_without_replacement(bg_candidates & ~fg, num_bg, seed=seeds[1])
   labels = tf.where(fg, 1, tf.where(bg, 0, -1))
-
-  matched = tf.gather(gt_boxes, matched_gt, batch_dims=1)  # [B, N, 4]
-  safe_anchors = tf.broadcast_to(anchors[None], tf.shape(matched))
-  deltas = box_ops.encode(tf.where(fg[..., None], matched, safe_anchors), safe_anchors,
-                          weights=box_weights, convention=convention)
-  box_targets = tf.where(fg[..., None], deltas, 0.0)
+  box_targets = anchor_matching.encode_matched(anchors, gt_boxes, match.matched_gt, fg,
+                                               weights=box_weights, convention=convention)
   return RpnTargets(labels=tf.cast(labels, tf.int32), box_targets=box_targets,
-                    matched_gt=matched_gt)
+                    matched_gt=match.matched_gt)

@@ -94,6 +94,48 @@ def init_backbone(model, path):
   return path
 
 
+def checkpoint_path(model_dir, checkpoint=None):
+  """The checkpoint to restore: `checkpoint` if given, else the latest under model_dir."""
+  path = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if not path:
+    raise FileNotFoundError(f"no checkpoint under {model_dir}")
+  return path
+
+
+def restore(model, path):
+  """Restores a built model's weights from a training checkpoint (model=... in it).
+
+  Returns:
+    the checkpoint's global step (its ``step=...`` object), or 0 if it has none.
+  """
+  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  reader = tf.train.load_checkpoint(path)
+  key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+  return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
+
+
+def load_for_inference(spec, model_dir, checkpoint=None, **overrides):
+  """Builds the detector a `DetectorSpec` names and restores a training checkpoint into it.
+
+  What evaluate, export, infer and the quickstart all do: build (with
+  ``overrides``, e.g. ``implementation="reference"``), create the variables
+  with one inference on a dummy batch, restore.
+
+  Args:
+    spec: `tfdet.modeling.detectors.spec.DetectorSpec`.
+    model_dir: the training directory.
+    checkpoint: a checkpoint path, or None for the latest in model_dir.
+
+  Returns:
+    (model, step, path): the restored model, the checkpoint's step, its path.
+  """
+  path = checkpoint_path(model_dir, checkpoint)
+  model = spec.build_model(**overrides)
+  step = restore(model, path)
+  logging.info("restored %s (step %d)", path, step)
+  return model, step, path
+
+
 def temporary_dir_for_worker(model_dir, task_type, task_id):
   """Where a multi-worker non-chief writes (its copy is deleted afterwards)."""
   return os.path.join(model_dir, "workers_tmp", f"{task_type}_{task_id}")

@@ -41,10 +41,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfdet.modeling.losses import TOTAL_LOSS
 from tfdet.training import checkpoints, summaries
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
-TOTAL_LOSS = "total_loss"
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,10 +1,13 @@
-"""Builds R-CNN models of the model zoo from plain arguments.
+"""Builds the model zoo's detectors from plain arguments.
 
-`build_rcnn` is what gin binds (gin_configs/): every argument is a number, a
-string or a settings dataclass, and the parts are built here and handed to
-`GeneralizedRCNN`. Anchors follow Detectron: FPN levels P2..P6 with one size
+`build_rcnn` and `build_retinanet` are what gin binds (gin_configs/, through
+`spec.DetectorSpec`): every argument is a number, a string or a settings
+dataclass, and the parts are built here and handed to `GeneralizedRCNN` or
+`RetinaNet`. Anchors follow Detectron: R-CNN FPN levels P2..P6 with one size
 each (32 * 2**(l - 2)) and three aspect ratios; C4 one level at stride 16
-with sizes 32..512 and three ratios (15 anchors).
+with sizes 32..512 and three ratios (15 anchors); RetinaNet P3..P7 with
+three octave scales of 4 x stride and three ratios (9 anchors,
+`anchors.retinanet_cell_anchors`).
 """
 
 import keras
@@ -12,13 +15,16 @@ import keras
 from tfdet.modeling.backbones import fpn as fpn_lib
 from tfdet.modeling.backbones import resnet
 from tfdet.modeling.detectors.config import (
+    RetinaNetSettings,
     RoiHeadSettings,
     RpnSettings,
     c4_roi_settings,
     c4_rpn_settings,
 )
 from tfdet.modeling.detectors.rcnn import GeneralizedRCNN
+from tfdet.modeling.detectors.retinanet import RetinaNet
 from tfdet.modeling.heads import box_heads, mask_heads
+from tfdet.modeling.heads.retinanet import build_retinanet_head
 from tfdet.modeling.heads.rpn import build_rpn_head
 from tfdet.ops import anchors as anchor_ops
 
@@ -36,7 +42,9 @@ BACKBONES = {
 
 
 def _backbone(*, depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at, use_fpn,
-              fpn_channels, rpn_max_level, stage_blocks, width_divisor):
+              fpn_channels, min_level=2, max_level, extra="maxpool", stage_blocks,
+              width_divisor):
+  """The trunk and, with `use_fpn`, its FPN levels min_level..max_level (else res4)."""
   images = keras.Input((None, None, 3), name="images")
   stages = resnet.resnet_features(
       images, depth=depth, num_groups=num_groups, width_per_group=width_per_group,
@@ -44,8 +52,8 @@ def _backbone(*, depth, num_groups, width_per_group, stride_in_1x1, norm, freeze
       last_stage="res5" if use_fpn else "res4", stage_blocks=stage_blocks,
       width_divisor=width_divisor)
   if use_fpn:
-    feats = fpn_lib.fpn_features(stages, min_level=2, max_level=rpn_max_level,
-                                 channels=fpn_channels, extra="maxpool")
+    feats = fpn_lib.fpn_features(stages, min_level=min_level, max_level=max_level,
+                                 channels=fpn_channels, extra=extra)
   else:
     feats = {"res4": stages["res4"]}
   return keras.Model(images, feats, name="backbone")
@@ -89,7 +97,7 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
   if backbone is None:
     backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
                          stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
-                         use_fpn=use_fpn, fpn_channels=fpn_channels, rpn_max_level=rpn_max_level,
+                         use_fpn=use_fpn, fpn_channels=fpn_channels, max_level=rpn_max_level,
                          stage_blocks=stage_blocks, width_divisor=width_divisor)
   roi_settings = roi_settings or (RoiHeadSettings() if use_fpn else c4_roi_settings())
   if use_fpn:
@@ -142,3 +150,54 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
       num_classes=num_classes, convention=convention, sampling=sampling,
       aligned_roi=aligned_roi, rpn_settings=rpn_settings, roi_settings=roi_settings,
       implementation=implementation)
+
+
+def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1=True,
+                    norm="frozen_bn", freeze_at=2, fpn_channels=256, num_classes=81,
+                    convention="detectron", min_level=3, max_level=7, anchor_scale=4.0,
+                    scales_per_octave=3, anchor_ratios=(1.0, 2.0, 0.5), anchor_offset=0.0,
+                    num_convs=4, head_dim=None, settings=None, implementation="custom",
+                    stage_blocks=None, width_divisor=1, backbone=None):
+  """A RetinaNet on a ResNet/ResNeXt FPN (Detectron's retinanet_* configs by default).
+
+  Args:
+    depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at: the
+      trunk (`resnet.resnet_features`).
+    fpn_channels: FPN width (256).
+    num_classes: K + 1 (81 for COCO); the head predicts the K foreground classes.
+    convention: "detectron" or "modern" box convention.
+    min_level, max_level: pyramid levels (3, 7); P6 and P7 are stride-2 convs
+      on C5 and ReLU(P6) (FPN.EXTRA_CONV_LEVELS).
+    anchor_scale, scales_per_octave, anchor_ratios: RETINANET.ANCHOR_SCALE,
+      SCALES_PER_OCTAVE, ASPECT_RATIOS (Detectron's order (1, 2, 0.5) is the
+      order of the head's anchor channels).
+    anchor_offset: detectron2's anchor offset (0).
+    num_convs, head_dim: the head's towers (4 convs of fpn_channels).
+    settings: `RetinaNetSettings`; None for Detectron's.
+    implementation: recorded on the model (nothing in RetinaNet needs the
+      compiled ops; export checks it).
+    stage_blocks, width_divisor: shrink the trunk (tiny test models only).
+    backbone: None, or an already-built backbone model of the same shape.
+
+  Returns:
+    RetinaNet.
+  """
+  settings = settings or RetinaNetSettings()
+  if backbone is None:
+    backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
+                         stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
+                         use_fpn=True, fpn_channels=fpn_channels, min_level=min_level,
+                         max_level=max_level, extra="conv", stage_blocks=stage_blocks,
+                         width_divisor=width_divisor)
+  levels = tuple(range(min_level, max_level + 1))
+  cells = [anchor_ops.retinanet_cell_anchors(2 ** level, anchor_scale=anchor_scale,
+                                             scales_per_octave=scales_per_octave,
+                                             aspect_ratios=anchor_ratios, convention=convention)
+           for level in levels]
+  head = build_retinanet_head(in_channels=fpn_channels, num_anchors=len(cells[0]),
+                              num_classes=num_classes - 1, num_convs=num_convs,
+                              conv_dim=head_dim, prior_prob=settings.prior_prob)
+  return RetinaNet(backbone=backbone, head=head, levels=[f"p{level}" for level in levels],
+                   strides=[2 ** level for level in levels], cell_anchors=cells,
+                   num_classes=num_classes, convention=convention, settings=settings,
+                   anchor_offset=anchor_offset, implementation=implementation)

@@ -1,8 +1,9 @@
-"""Plain settings of the R-CNN family (Detectron's RPN / TRAIN / TEST keys).
+"""Plain settings of the detector families (Detectron's RPN / TRAIN / TEST / RETINANET keys).
 
 Frozen dataclasses of numbers: builders and gin fill them, detectors read
-them. Defaults are Detectron's FPN values; the C4 values differ only in the
-proposal counts (`c4_rpn_settings`).
+them. R-CNN defaults are Detectron's FPN values; the C4 values differ only in
+the proposal counts (`c4_rpn_settings`). RetinaNet defaults are Detectron's
+(`RetinaNetSettings`), detectron2's are `retinanet_modern_settings`.
 """
 
 import dataclasses
@@ -77,3 +78,65 @@ def c4_roi_settings(**overrides):
   values = dict(box_roi_size=14, mask_resolution=14)
   values.update(overrides)
   return RoiHeadSettings(**values)
+
+
+RETINANET_MATCHING = ("detectron", "modern")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetinaNetSettings:
+  """RetinaNet's anchor targets, losses and inference (Detectron's RETINANET.* and TEST.*).
+
+  Attributes:
+    positive_overlap, negative_overlap: IoU >= positive is foreground, <
+      negative background, in between ignored.
+    matching: how each ground-truth box's best anchors (ties included) are
+      made foreground. "detectron" (roi_data/retinanet.py): they are labelled
+      first and the background rule then overrides those under
+      `negative_overlap`, but every one counts in the loss normalizer.
+      "modern" (detectron2's Matcher with allow_low_quality_matches): they
+      stay foreground whatever their IoU.
+    focal_alpha, focal_gamma: sigmoid focal loss (LOSS_ALPHA, LOSS_GAMMA).
+    prior_prob: the class logits' bias starts at -log((1 - p) / p).
+    box_loss_beta: smooth-L1 beta (BBOX_REG_BETA; detectron2 0.1).
+    box_loss_weight: BBOX_REG_WEIGHT.
+    box_weights: the box coder's (wx, wy, ww, wh).
+    loss_normalizer_momentum: None: both losses are divided by the batch's
+      foreground anchors plus one per image (Detectron's retnet_fg_num); a
+      momentum m: by an exponential moving average of the batch's
+      foreground count (at least 1), starting at 100 (detectron2's
+      loss_normalizer, m = 0.9).
+    score_threshold: candidates per level score above it (INFERENCE_TH).
+    top_level_score_threshold: None, or the threshold of the highest level
+      instead (Detectron uses 0.0 on P7, so that tiny images still get
+      candidates).
+    pre_nms_top_n: candidates kept per level (PRE_NMS_TOP_N).
+    nms_threshold: per-class NMS over the candidates of every level (TEST.NMS).
+    detections_per_image: TEST.DETECTIONS_PER_IM.
+  """
+  positive_overlap: float = 0.5
+  negative_overlap: float = 0.4
+  matching: str = "detectron"
+  focal_alpha: float = 0.25
+  focal_gamma: float = 2.0
+  prior_prob: float = 0.01
+  box_loss_beta: float = 0.11
+  box_loss_weight: float = 1.0
+  box_weights: tuple = (1.0, 1.0, 1.0, 1.0)
+  loss_normalizer_momentum: float | None = None
+  score_threshold: float = 0.05
+  top_level_score_threshold: float | None = 0.0
+  pre_nms_top_n: int = 1000
+  nms_threshold: float = 0.5
+  detections_per_image: int = 100
+
+  def __post_init__(self):
+    if self.matching not in RETINANET_MATCHING:
+      raise ValueError(f"matching must be one of {RETINANET_MATCHING}, got {self.matching!r}")
+
+
+def retinanet_modern_settings(**overrides):
+  """detectron2's RetinaNet: low-quality matches kept, beta 0.1, EMA normalizer, no P7 rule."""
+  modern = RetinaNetSettings(matching="modern", box_loss_beta=0.1, loss_normalizer_momentum=0.9,
+                             top_level_score_threshold=None)
+  return dataclasses.replace(modern, **overrides)

@@ -1,6 +1,10 @@
-"""Keys of the dict a detector returns (`GeneralizedRCNN.call`).
+"""Keys of the dict a detector returns (`GeneralizedRCNN.call`, `RetinaNet.call`), and of
+its heads' outputs (per feature map or per RoI, before the detector flattens them).
 
-Shapes: B images, N anchors over all RPN levels, P proposals per image, R
+What a detector computes is told by which keys its output holds: entry
+points and evaluation look at the keys, never at the model's parts.
+
+Shapes: B images, N anchors over all RPN (or RetinaNet) levels, P proposals per image, R
 sampled RoIs per image, F = round(fg_fraction * R) foreground slots, D
 detections per image, M the mask resolution, C mask channels (K + 1, or 1
 class-agnostic), J keypoints per instance (17 for COCO).
@@ -21,13 +25,20 @@ Detectron's visualization thresholds at 2 and which its
 past NUM_DETECTIONS are padding.
 """
 
-# Always.
+from tfdet.data import keys
+
+# R-CNN: always.
 RPN_LOGITS = "rpn_logits"  # [B, N] float32 objectness logits
 RPN_DELTAS = "rpn_deltas"  # [B, N, 4] float32
-ANCHORS = "anchors"  # [N, 4] float32, the anchors of RPN_LOGITS' order
-PROPOSALS = "proposals"  # [B, P, 4] float32, resized-image pixels
-PROPOSAL_SCORES = "proposal_scores"  # [B, P] float32 objectness probabilities
+ANCHORS = "anchors"  # [N, 4] float32, the anchors of RPN_LOGITS' (RETINANET_LOGITS') order
+# The batch's precomputed proposals (`keys.PROPOSALS`) are in the same frame.
+PROPOSALS = keys.PROPOSALS  # [B, P, 4] float32, resized-image pixels
+PROPOSAL_SCORES = keys.PROPOSAL_SCORES  # [B, P] float32 objectness probabilities
 NUM_PROPOSALS = "num_proposals"  # [B] int32
+
+# RetinaNet: always (K foreground classes, no background logit).
+RETINANET_LOGITS = "retinanet_logits"  # [B, N, K] float32 sigmoid class logits
+RETINANET_DELTAS = "retinanet_deltas"  # [B, N, 4] float32 class-agnostic box deltas
 
 # Training (models with a box head).
 SAMPLED_ROIS = "sampled_rois"  # [B, R, 4] float32
@@ -41,7 +52,7 @@ MASK_TARGETS = "mask_targets"  # [B, F, M, M] float32
 MASK_LABELS = "mask_labels"  # [B, F] int32
 MASK_FG = "mask_fg"  # [B, F] bool
 
-# Inference (models with a box head). Boxes in original-image pixels.
+# Inference (models with a box head, RetinaNet). Boxes in original-image pixels.
 DETECTION_BOXES = "detection_boxes"  # [B, D, 4] float32
 DETECTION_SCORES = "detection_scores"  # [B, D] float32
 DETECTION_CLASSES = "detection_classes"  # [B, D] int32, 1..K

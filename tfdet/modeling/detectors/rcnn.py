@@ -25,9 +25,7 @@ import tensorflow as tf
 from tfdet.data import keys
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.config import RoiHeadSettings, RpnSettings
-from tfdet.modeling.heads.box_heads import BOX_DELTAS, CLASS_LOGITS, RES5_FEATURES
-from tfdet.modeling.heads.mask_heads import MASK_LOGITS
-from tfdet.modeling.heads.rpn import RPN_DELTAS, RPN_LOGITS
+from tfdet.modeling.heads.box_heads import RES5_FEATURES
 from tfdet.ops import anchors as anchor_ops
 from tfdet.ops import boxes as box_ops
 from tfdet.ops import fpn_levels, mask_targets, multiclass_nms, proposals, roi_align, roi_sampling
@@ -118,8 +116,8 @@ class GeneralizedRCNN(keras.Model):
     for name, stride, cell in zip(self.rpn_levels, self.rpn_strides, self.rpn_cell_anchors,
                                   strict=True):
       head = self.rpn_head(features[name])
-      logits.append(head[RPN_LOGITS])  # [B, H, W, A]
-      deltas.append(head[RPN_DELTAS])  # [B, H, W, 4A]
+      logits.append(head[out.RPN_LOGITS])  # [B, H, W, A]
+      deltas.append(head[out.RPN_DELTAS])  # [B, H, W, 4A]
       shape = tf.shape(features[name])
       anchors.append(anchor_ops.grid_anchors(cell, stride=stride, height=shape[1],
                                              width=shape[2]))
@@ -167,9 +165,9 @@ class GeneralizedRCNN(keras.Model):
     pooled = self._pool(features, rois, self.roi_settings.box_roi_size)
     head = self.box_head(pooled, training=training)
     # Static last dims (not -1): multiclass NMS needs a static class count in graphs.
-    logits = tf.reshape(head[CLASS_LOGITS],
-                        [batch, r, head[CLASS_LOGITS].shape[-1]])  # [B, R, K+1]
-    deltas = tf.reshape(head[BOX_DELTAS], [batch, r, head[BOX_DELTAS].shape[-1]])  # [B, R, 4(K+1)]
+    logits = tf.reshape(head[out.CLASS_LOGITS],
+                        [batch, r, head[out.CLASS_LOGITS].shape[-1]])  # [B, R, K+1]
+    deltas = tf.reshape(head[out.BOX_DELTAS], [batch, r, head[out.BOX_DELTAS].shape[-1]])  # [B, R, 4(K+1)]
     return logits, deltas, head.get(RES5_FEATURES)
 
   def _mask_logits(self, features, rois, res5=None, training=False):
@@ -180,7 +178,7 @@ class GeneralizedRCNN(keras.Model):
       head_in = res5
     else:
       head_in = self._pool(features, rois, self.roi_settings.mask_roi_size)
-    logits = self.mask_head(head_in, training=training)[MASK_LOGITS]
+    logits = self.mask_head(head_in, training=training)[out.MASK_LOGITS]
     shape = tf.shape(logits)
     return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
 
@@ -332,12 +330,8 @@ class GeneralizedRCNN(keras.Model):
         boxes, scores, score_threshold=rs.score_threshold, iou_threshold=rs.nms_threshold,
         max_detections=rs.detections_per_image, convention=self.convention, soft_nms=soft,
         box_voting=voting, class_agnostic_boxes=rs.class_agnostic_boxes, valid=valid)
-    return {
-        out.DETECTION_BOXES: dets[multiclass_nms.DETECTION_BOXES],
-        out.DETECTION_SCORES: dets[multiclass_nms.DETECTION_SCORES],
-        out.DETECTION_CLASSES: dets[multiclass_nms.DETECTION_CLASSES],
-        out.NUM_DETECTIONS: dets[multiclass_nms.NUM_DETECTIONS],
-    }
+    return {out.DETECTION_BOXES: dets.boxes, out.DETECTION_SCORES: dets.scores,
+            out.DETECTION_CLASSES: dets.classes, out.NUM_DETECTIONS: dets.num}
 
   def mask_predictions(self, inputs, boxes, classes):
     """Mask-head outputs for given boxes in a preprocessed batch.

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfdet.data import keys
 from tfdet.modeling import losses
 from tfdet.modeling.detectors import outputs as out
+from tfdet.modeling.losses import TOTAL_LOSS
 from tfdet.ops import rpn_targets
 
 RPN_CLS_LOSS = "loss_rpn_cls"
@@ -17,7 +18,6 @@ RPN_BOX_LOSS = "loss_rpn_bbox"
 BOX_CLS_LOSS = "loss_cls"
 BOX_REG_LOSS = "loss_bbox"
 MASK_LOSS = "loss_mask"
-TOTAL_LOSS = "total_loss"
 
 
 def rcnn_losses(model, outputs, batch, *, seed=None):

@@ -17,10 +17,9 @@ import keras
 
 from tfdet.modeling.backbones import resnet
 from tfdet.modeling.backbones.fpn import xavier_fill
+from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.heads.rpn import gaussian_fill
 
-CLASS_LOGITS = "class_logits"
-BOX_DELTAS = "box_deltas"
 RES5_FEATURES = "res5_features"
 
 
@@ -45,8 +44,8 @@ def build_mlp_box_head(*, num_classes, in_channels=256, roi_size=7, hidden_dim=1
     class_agnostic: MODEL.CLS_AGNOSTIC_BBOX_REG.
 
   Returns:
-    keras.Model: [R, roi_size, roi_size, in_channels] -> {CLASS_LOGITS:
-    [R, K + 1], BOX_DELTAS: [R, 4 (K + 1)]}.
+    keras.Model: [R, roi_size, roi_size, in_channels] -> {out.CLASS_LOGITS:
+    [R, K + 1], out.BOX_DELTAS: [R, 4 (K + 1)]}.
   """
   x = keras.Input((roi_size, roi_size, in_channels))
   h = keras.layers.Flatten(name="roi_feat_flatten")(x)
@@ -55,7 +54,7 @@ def build_mlp_box_head(*, num_classes, in_channels=256, roi_size=7, hidden_dim=1
   h = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=xavier_fill(),
                          name="fc7")(h)
   logits, deltas = _predictor(h, num_classes=num_classes, class_agnostic=class_agnostic)
-  return keras.Model(x, {CLASS_LOGITS: logits, BOX_DELTAS: deltas}, name=name)
+  return keras.Model(x, {out.CLASS_LOGITS: logits, out.BOX_DELTAS: deltas}, name=name)
 
 
 def build_res5_box_head(*, num_classes, depth=50, num_groups=1, width_per_group=64,
@@ -72,7 +71,7 @@ def build_res5_box_head(*, num_classes, depth=50, num_groups=1, width_per_group=
     width_divisor: as the trunk's (tiny test models only).
 
   Returns:
-    keras.Model: [R, roi_size, roi_size, 1024] -> {CLASS_LOGITS, BOX_DELTAS,
+    keras.Model: [R, roi_size, roi_size, 1024] -> {out.CLASS_LOGITS, out.BOX_DELTAS,
     RES5_FEATURES: [R, roi_size / stride, roi_size / stride, 2048]}.
   """
   del depth  # res5 has 3 blocks in ResNet-50/101/152 alike
@@ -84,5 +83,5 @@ def build_res5_box_head(*, num_classes, depth=50, num_groups=1, width_per_group=
                              width_divisor=width_divisor)
   pooled = keras.layers.GlobalAveragePooling2D(name="res5_pool")(res5)
   logits, deltas = _predictor(pooled, num_classes=num_classes, class_agnostic=class_agnostic)
-  return keras.Model(x, {CLASS_LOGITS: logits, BOX_DELTAS: deltas, RES5_FEATURES: res5},
+  return keras.Model(x, {out.CLASS_LOGITS: logits, out.BOX_DELTAS: deltas, RES5_FEATURES: res5},
                      name=name)

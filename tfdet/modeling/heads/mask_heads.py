@@ -14,8 +14,7 @@ logits (sigmoid per pixel); channel c is class c's mask.
 import keras
 
 from tfdet.modeling.backbones.resnet import msra_init
-
-MASK_LOGITS = "mask_logits"
+from tfdet.modeling.detectors import outputs as out
 
 
 def _upsample_and_predict(x, *, num_classes, conv_dim, class_agnostic):
@@ -27,7 +26,7 @@ def _upsample_and_predict(x, *, num_classes, conv_dim, class_agnostic):
 
 def build_fpn_mask_head(*, num_classes, in_channels=256, roi_size=14, num_convs=4,
                         conv_dim=256, class_agnostic=False, name="mask_head"):
-  """FPN's mask head: [R, 14, 14, C] -> {MASK_LOGITS: [R, 28, 28, K + 1]}."""
+  """FPN's mask head: [R, 14, 14, C] -> {out.MASK_LOGITS: [R, 28, 28, K + 1]}."""
   x = keras.Input((roi_size, roi_size, in_channels))
   h = x
   for i in range(num_convs):
@@ -35,7 +34,7 @@ def build_fpn_mask_head(*, num_classes, in_channels=256, roi_size=14, num_convs=
                             kernel_initializer=msra_init(), name=f"mask_fcn{i + 1}")(h)
   logits = _upsample_and_predict(h, num_classes=num_classes, conv_dim=conv_dim,
                                  class_agnostic=class_agnostic)
-  return keras.Model(x, {MASK_LOGITS: logits}, name=name)
+  return keras.Model(x, {out.MASK_LOGITS: logits}, name=name)
 
 
 def build_c4_mask_head(*, num_classes, in_channels=2048, roi_size=7, conv_dim=256,
@@ -44,4 +43,4 @@ def build_c4_mask_head(*, num_classes, in_channels=2048, roi_size=7, conv_dim=25
   x = keras.Input((roi_size, roi_size, in_channels))
   logits = _upsample_and_predict(x, num_classes=num_classes, conv_dim=conv_dim,
                                  class_agnostic=class_agnostic)
-  return keras.Model(x, {MASK_LOGITS: logits}, name=name)
+  return keras.Model(x, {out.MASK_LOGITS: logits}, name=name)

@@ -7,8 +7,7 @@ GaussianFill std 0.01, zero bias). For FPN the same layers serve P2..P6.
 
 import keras
 
-RPN_LOGITS = "rpn_logits"
-RPN_DELTAS = "rpn_deltas"
+from tfdet.modeling.detectors import outputs as out
 
 
 def gaussian_fill(std):
@@ -26,8 +25,8 @@ def build_rpn_head(*, in_channels, num_anchors, conv_dim=None, name="rpn_head"):
     name: model name; Detectron's blob names prefix its layers.
 
   Returns:
-    keras.Model: [B, H, W, in_channels] -> {RPN_LOGITS: [B, H, W, A],
-    RPN_DELTAS: [B, H, W, 4A]} (deltas ordered anchor-major: channel
+    keras.Model: [B, H, W, in_channels] -> {out.RPN_LOGITS: [B, H, W, A],
+    out.RPN_DELTAS: [B, H, W, 4A]} (deltas ordered anchor-major: channel
     4a + k is coordinate k of anchor a).
   """
   conv_dim = conv_dim or in_channels
@@ -38,4 +37,4 @@ def build_rpn_head(*, in_channels, num_anchors, conv_dim=None, name="rpn_head"):
                                name="rpn_cls_logits")(h)
   deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=gaussian_fill(0.01),
                                name="rpn_bbox_pred")(h)
-  return keras.Model(x, {RPN_LOGITS: logits, RPN_DELTAS: deltas}, name=name)
+  return keras.Model(x, {out.RPN_LOGITS: logits, out.RPN_DELTAS: deltas}, name=name)
