@@ -1,0 +1,173 @@
+"""RetinaNet R-50-FPN inference on one 800x1333 image: tfdet beside the TF Model Garden.
+
+  python benchmarks/bench_retinanet.py                  # side by side (needs the peer's venv)
+  python benchmarks/bench_retinanet.py --side=tfdet     # tfdet alone, one RESULT line
+  bash benchmarks/peers/setup_model_garden.sh           # builds the peer's venv once
+
+Both sides build RetinaNet R-50-FPN with random weights (Detectron's
+architecture here: P3..P7, 9 anchors, 80 sigmoid classes; Model Garden's
+``retinanet_resnetfpn_coco``) and time, on one random image of 800x1344
+(1333 padded to a multiple of 128), as tf.functions after the first call
+(traced, timed apart) and ``--warmup`` calls, the median of ``--runs`` calls:
+
+* dense: backbone + FPN + head, every level's class logits and box deltas;
+* post: from those outputs to the final detections (tfdet: Detectron's
+  per-level threshold 0.05 and top 1000, decoding, per-class NMS 0.5, top
+  100; Model Garden: its detection generator as configured);
+* whole: the model's own inference call (dense + post).
+
+With random weights nearly every class probability is the head's prior
+(0.01), under the 0.05 threshold, so post-processing is timed twice on both
+sides: ``post`` on the model's own outputs, and ``post_loaded`` on outputs
+whose probabilities are uniform in [0, 1], so that every level has its full
+top-k of candidates (what a trained model on a busy image approaches).
+
+Each side runs in its own process (``--side``), the two alternating over
+``--rounds`` rounds so that the machine's drift hits both; the table shows
+the median over rounds of each side's medians, their ratio, and each
+process's peak memory (ru_maxrss).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SCRIPT = os.path.join(ROOT, "benchmarks", "peers", "model_garden_retinanet.py")
+HEIGHT, WIDTH, VALID_WIDTH = 800, 1344, 1333
+
+
+def _times(fn, warmup, runs):
+  """(first call s, [timed call s]) of fn, whose outputs are fetched each call."""
+  import tensorflow as tf
+
+  def call():
+    start = time.perf_counter()
+    tf.nest.map_structure(lambda x: x.numpy(), fn())
+    return time.perf_counter() - start
+
+  first = call()
+  for _ in range(warmup):
+    call()
+  return first, [call() for _ in range(runs)]
+
+
+def measure_tfdet(warmup, runs, threads=None):
+  """tfdet's RetinaNet R-50-FPN, in this process: the RESULT dict."""
+  import numpy as np
+  import tensorflow as tf
+
+  if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  from tfdet.data import keys
+  from tfdet.modeling.detectors import builders
+
+  model = builders.build_retinanet()
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.normal(0, 50, [1, HEIGHT, WIDTH, 3]).astype(np.float32))
+  info = tf.constant([[HEIGHT, VALID_WIDTH, 800 / 480, 480, 800]], tf.float32)
+  batch = {keys.IMAGES: images, keys.IMAGE_INFO: info}
+  model(batch, training=False)
+
+  dense = tf.function(lambda: model.dense(images))
+  logits, deltas, anchors = dense()
+  post = tf.function(lambda: model.postprocess(logits, deltas, anchors, info))
+  # Probabilities uniform in [0, 1]: every level keeps its full top-1000 candidates.
+  loaded = [tf.math.log(u / (1.0 - u)) for u in (
+      tf.constant(rng.uniform(1e-3, 1 - 1e-3, x.shape).astype(np.float32)) for x in logits)]
+  post_loaded = tf.function(lambda: model.postprocess(loaded, deltas, anchors, info))
+  whole = tf.function(lambda: model(batch, training=False))
+
+  result = {"library": "tfdet", "tf_version": tf.__version__, "input": [HEIGHT, WIDTH],
+            "num_params": int(model.count_params())}
+  for name, fn in (("dense", dense), ("post", post), ("post_loaded", post_loaded),
+                   ("whole", whole)):
+    first, times = _times(fn, warmup, runs)
+    result[f"{name}_s"] = statistics.median(times)
+    result[f"{name}_all"] = times
+    result[f"{name}_first_call_s"] = first
+  result["first_call_s"] = result.pop("whole_first_call_s")
+  result["num_detections_loaded"] = int(post_loaded()["num_detections"][0])
+  result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  return result
+
+
+def _run_side(command, env=None):
+  proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                        env=dict(os.environ, **(env or {})), check=False)
+  lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+  if proc.returncode != 0 or not lines:
+    raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  return json.loads(lines[-1][len("RESULT "):])
+
+
+def side_by_side(args):
+  peer_python = os.path.join(args.peer_venv, "bin", "python")
+  if not os.path.exists(peer_python):
+    raise SystemExit(f"no Model Garden environment at {args.peer_venv}: run "
+                     "bash benchmarks/peers/setup_model_garden.sh (or pass --peer_venv)")
+  common = [f"--warmup={args.warmup}", f"--runs={args.runs}"]
+  if args.threads:
+    common.append(f"--threads={args.threads}")
+  ours = [sys.executable, os.path.abspath(__file__), "--side=tfdet", *common]
+  peer = [peer_python, PEER_SCRIPT, *common]
+  rounds = {"tfdet": [], "model_garden": []}
+  for r in range(args.rounds):
+    order = [("tfdet", ours), ("model_garden", peer)]
+    for name, command in order if r % 2 == 0 else order[::-1]:
+      result = _run_side(command, env={"PYTHONPATH": ROOT} if name == "tfdet" else None)
+      rounds[name].append(result)
+      print(f"round {r + 1} {name}: whole {result['whole_s']:.3f} s, dense "
+            f"{result['dense_s']:.3f} s, post {result['post_s']:.3f} s", flush=True)
+  print_table(rounds)
+  return rounds
+
+
+def print_table(rounds):
+  """Medians over rounds, the ratio tfdet / Model Garden and peak memory."""
+  def med(name, key):
+    values = [r[key] for r in rounds[name] if key in r]
+    return statistics.median(values) if values else float("nan")
+
+  rows = [("inference, whole (s)", "whole_s"), ("dense: backbone + FPN + head (s)", "dense_s"),
+          ("post-processing, random weights (s)", "post_s"),
+          ("post-processing, probabilities uniform in [0, 1] (s)", "post_loaded_s"),
+          ("first call incl. trace (s)", "first_call_s"), ("peak memory (MB)", "peak_rss_mb")]
+  print(f"\n{len(rounds['tfdet'])} rounds, medians of each side's medians\n")
+  print("| | tfdet | Model Garden | tfdet / MG |")
+  print("| --- | ---: | ---: | ---: |")
+  for label, key in rows:
+    ours, peer = med("tfdet", key), med("model_garden", key)
+    print(f"| {label} | {ours:.3f} | {peer:.3f} | {ours / peer:.2f} |")
+  per_round = [f"{o['whole_s']:.2f}/{p['whole_s']:.2f}"
+               for o, p in zip(rounds["tfdet"], rounds["model_garden"], strict=True)]
+  print(f"\nwhole, tfdet/MG per round: {', '.join(per_round)}")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--side", choices=["tfdet"], default=None,
+                      help="measure one side in this process and print its RESULT line")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument("--threads", type=int, default=None)
+  parser.add_argument("--peer_venv", default=os.environ.get(
+      "MG_VENV", os.path.join(ROOT, ".venv-model-garden")))
+  args = parser.parse_args()
+  if args.side == "tfdet":
+    print("RESULT " + json.dumps(measure_tfdet(args.warmup, args.runs, args.threads)))
+  else:
+    side_by_side(args)
+
+
+if __name__ == "__main__":
+  main()
