@@ -23,6 +23,12 @@ Cleaning follows Detectron (`detectron/datasets/json_dataset.py`):
   vertices, else at ``polygon_tolerance`` pixels), so that it has a Mask R-CNN target; its RLE
   is kept too. An RLE that decodes to an empty mask keeps 0 polygons, as
   before. Crowd regions stay RLE-only (never mask targets).
+* an annotation whose numbers are not finite numbers (a NaN or infinite
+  value, a string, null: in ``bbox``, ``area``, a polygon, ``keypoints``), or
+  whose ``id`` or ``iscrowd`` is not an integer (0/1), is bad input:
+  `load_dataset` raises naming the annotation, or skips and counts it
+  (``bad_annotation``). ``NaN <= 0`` is false, so such values would pass the
+  degenerate-box rule and reach the shards.
 * images without annotations are kept (Detectron keeps them for evaluation;
   its training roidb filter drops images without ground truth, which is the
   input pipeline's job).
@@ -32,6 +38,7 @@ Category ids are mapped to contiguous ``1..K`` in sorted category-id order.
 
 import dataclasses
 import json
+import math
 import os
 
 from pycocotools import mask as mask_utils
@@ -163,6 +170,9 @@ def load_dataset(path, *, skip_bad_annotations=False):
     missing = _missing(img, REQUIRED_IMAGE_FIELDS)
     if missing:
       raise BadInputError(f"{path}: image {img.get('id', '?')} lacks fields {missing}")
+    problem = _image_problem(img)
+    if problem:
+      raise BadInputError(f"{path}: image {img['id']!r}: {problem}")
     if img["id"] in images:
       raise BadInputError(f"{path}: image id {img['id']} appears twice")
     images[img["id"]] = ImageEntry(int(img["id"]), img["file_name"], int(img["height"]),
@@ -184,24 +194,92 @@ def load_dataset(path, *, skip_bad_annotations=False):
                  messages)
 
 
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value):
+  """An int or float (not a bool, not a string) that is neither NaN nor infinite."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _not_finite_numbers(values):
+  """None if ``values`` is a list of finite numbers, else a short description of the first offender."""
+  if not isinstance(values, (list, tuple)):
+    return f"not a list ({type(values).__name__})"
+  for i, v in enumerate(values):
+    if not _is_finite_number(v):
+      return f"value {i} is {v!r}"
+  return None
+
+
+def _short(value, limit=80):
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "...]"
+
+
+def _image_problem(img):
+  """Returns what is wrong with an image record's fields, or None."""
+  if not _is_int(img["id"]):
+    return f"id must be an integer, got {img['id']!r}"
+  for key in ("height", "width"):
+    if not _is_int(img[key]) or img[key] <= 0:
+      return f"{key} must be a positive integer, got {img[key]!r}"
+  if not isinstance(img["file_name"], str) or not img["file_name"]:
+    return f"file_name must be a non-empty string, got {img['file_name']!r}"
+  return None
+
+
+def _numbers_problem(ann):
+  """What is wrong with an annotation's ids, iscrowd, bbox, area, polygons or keypoints, or None."""
+  for key in ("id", "image_id", "category_id"):
+    if not _is_int(ann[key]):
+      return f"{key} must be an integer, got {_short(ann[key])}"
+  crowd = ann.get("iscrowd", 0)
+  if not isinstance(crowd, int) or crowd not in (0, 1):  # a bool is an int here: false/true
+    return f"iscrowd must be 0 or 1, got {crowd!r}"
+  bbox = ann["bbox"]
+  if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or _not_finite_numbers(bbox):
+    return f"bbox must be 4 finite numbers, got {_short(bbox)}"
+  if not _is_finite_number(ann["area"]):
+    return f"area must be a finite number, got {ann['area']!r}"
+  seg = ann["segmentation"]
+  if isinstance(seg, list):
+    for k, polygon in enumerate(seg):
+      problem = _not_finite_numbers(polygon)
+      if problem:
+        return f"polygon {k} must be a list of finite numbers: {problem}"
+  if "keypoints" in ann:
+    problem = _not_finite_numbers(ann["keypoints"])
+    if problem:
+      return f"keypoints must be finite numbers: {problem}"
+  return None
+
+
 def _annotation_problem(ann, images, category_to_class):
   """Returns a description of what is wrong with an annotation, or None."""
   missing = _missing(ann, REQUIRED_ANNOTATION_FIELDS)
   if missing:
     return f"lacks fields {missing}"
+  problem = _numbers_problem(ann)
+  if problem:
+    return problem
   if ann["image_id"] not in images:
     return f"image id {ann['image_id']} is not in 'images'"
   if ann["category_id"] not in category_to_class:
     return f"category id {ann['category_id']} is not in 'categories'"
-  bbox = ann["bbox"]
-  if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-    return f"bbox must be 4 numbers, got {bbox!r}"
   if "keypoints" in ann and len(ann["keypoints"]) != schema.NUM_KEYPOINTS * 3:
     return f"keypoints need {schema.NUM_KEYPOINTS * 3} numbers, got {len(ann['keypoints'])}"
   seg = ann["segmentation"]
   if isinstance(seg, dict):
     if "counts" not in seg or "size" not in seg:
       return "RLE segmentation lacks 'counts' or 'size'"
+    counts = seg["counts"]
+    if not isinstance(counts, str) and not (
+        isinstance(counts, list) and all(_is_int(c) and c >= 0 for c in counts)):
+      return f"RLE counts must be a string or a list of non-negative integers, got {_short(counts)}"
+    if not isinstance(seg["size"], list) or len(seg["size"]) != 2:
+      return f"RLE size must be [height, width], got {_short(seg['size'])}"
     img = images[ann["image_id"]]
     if list(seg["size"]) != [img.height, img.width]:
       return f"RLE size {seg['size']} differs from the image's [{img.height}, {img.width}]"

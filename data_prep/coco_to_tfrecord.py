@@ -8,10 +8,20 @@ polygons traced from their masks (`data_prep.mask_to_polygons`, lossless
 unless over a vertex budget, or at ``--polygon_tolerance`` pixels), counted as ``rle_to_polygons`` in the
 summary.
 
-Shards are built in parallel (a process pool over shards), each written
-atomically; a manifest records the finished ones, so rerunning an
-interrupted job finishes it and a rerun with changed inputs or options
-redoes it all.
+Shards are built in parallel (a process pool over shards, whose workers die
+with the converter: `data_prep.worker_pool`), each written atomically; a
+manifest, ``{output_dir}/manifest-{prefix}.json`` (named so that
+``{prefix}-*`` matches shards only), records the finished ones and the
+images each skipped (`data_prep.shard_writer`). Rerunning an interrupted job
+finishes it; a rerun with a changed json or options redoes it all; a rerun
+after image files changed (a skipped corrupt image replaced, say) redoes
+the shards that hold them. The input pipeline refuses a set whose manifest
+says it is unfinished.
+
+Every image is fully decoded (unless ``verify_images=False``); a decoder
+error or a libjpeg warning (damaged JPEG data, `data_prep.image_files`)
+is a corrupt image: an error naming the file, or with
+``--skip_bad_annotations`` a counted skip (``bad_image``).
 
 Usage:
   python -m data_prep.coco_to_tfrecord \
@@ -20,15 +30,13 @@ Usage:
 """
 
 import collections
-import multiprocessing
 import os
 import time
 
-import tensorflow as tf
 from absl import app, flags, logging
 
 from data_prep import coco_annotations as anns
-from data_prep import shard_writer
+from data_prep import image_files, shard_writer, worker_pool
 from tfdet.data import schema
 
 SCHEMA_VERSION = 1
@@ -36,47 +44,11 @@ _LOG_EVERY = 500
 _MAX_MESSAGES = 20
 
 
-def read_image(path, image, *, verify=True):
-  """Reads an image file and checks it.
-
-  Args:
-    path: the file.
-    image: its ImageEntry (id and expected size).
-    verify: decode it fully and compare its size with the json's.
-
-  Returns:
-    (encoded bytes, "jpeg" or "png").
-
-  Raises:
-    BadInputError: missing file, unknown format, corrupt data or wrong size.
-  """
-  if not os.path.isfile(path):
-    raise anns.BadInputError(f"{path}: image file is missing (image id {image.image_id})")
-  with open(path, "rb") as f:
-    data = f.read()
-  if data[:3] == b"\xff\xd8\xff":
-    image_format = "jpeg"
-  elif data[:8] == b"\x89PNG\r\n\x1a\n":
-    image_format = "png"
-  else:
-    raise anns.BadInputError(f"{path}: not a JPEG or PNG file (image id {image.image_id})")
-  if verify:
-    try:
-      shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
-    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-      raise anns.BadInputError(f"{path}: corrupt image (image id {image.image_id}): "
-                               f"{e.message.splitlines()[0]}") from e
-    if (shape[0], shape[1]) != (image.height, image.width):
-      raise anns.BadInputError(
-          f"{path}: image is {shape[0]}x{shape[1]} but the json says "
-          f"{image.height}x{image.width} (image id {image.image_id})")
-  return data, image_format
-
-
 def image_example(image, image_dir, category_to_class, has_keypoints, stats, *, verify=True,
                   polygon_tolerance=None):
   """Builds the `tf.train.Example` of one image, counting skipped instances in ``stats``."""
-  data, image_format = read_image(anns.image_path(image_dir, image), image, verify=verify)
+  data, image_format = image_files.read_image(anns.image_path(image_dir, image), image,
+                                              verify=verify)
   instances = []
   for ann in image.annotations:
     instance, reason = anns.clean_instance(ann, image, category_to_class, has_keypoints,
@@ -105,14 +77,23 @@ def _new_stats():
 
 
 def _convert_shard(task):
-  """Writes one shard (runs in a pool worker); returns (name, records, stats)."""
+  """Writes one shard (in this process or a pool worker).
+
+  Returns:
+    (name, records, stats, inputs: `image_files.files_digest` of its images
+    taken before reading them, skipped_images: [{image_id, file_name,
+    error, sha256}] of the images skipped as bad).
+  """
   (path, images, image_dir, category_to_class, has_keypoints, skip_bad, verify,
    polygon_tolerance) = task
   stats = _new_stats()
   name = os.path.basename(path)
+  inputs = image_files.files_digest(image_dir, images)
+  skipped_images = []
 
   def records():
     for n, image in enumerate(images):
+      worker_pool.check_parent()
       if n and n % _LOG_EVERY == 0:
         logging.info("%s: %d/%d images", name, n, len(images))
       try:
@@ -123,14 +104,18 @@ def _convert_shard(task):
           raise
         stats["skipped"][anns.SKIP_BAD_IMAGE] += 1
         stats["messages"].append(str(e))
+        skipped_images.append({
+            "image_id": image.image_id, "file_name": image.file_name, "error": str(e),
+            "sha256": image_files.content_sha256(anns.image_path(image_dir, image))})
         continue
       stats["images"] += 1
       yield example.SerializeToString()
 
-  count = shard_writer.write_shard_atomic(path, records())
+  count = shard_writer.write_shard_atomic(path, records(),
+                                          before_commit=worker_pool.check_parent)
   stats["skipped"] = dict(stats["skipped"])
   stats["messages"] = stats["messages"][:_MAX_MESSAGES]
-  return name, count, stats
+  return name, count, stats, inputs, skipped_images
 
 
 def _split(items, num_shards):
@@ -147,11 +132,38 @@ def _split(items, num_shards):
 def _job_fingerprint(annotations_file, image_dir, options):
   """Hash of the json's bytes, the options and the image folder's path.
 
-  Image files are not hashed (that would read every image twice): replacing
-  a corrupt image and rerunning finishes the job instead of redoing it.
+  Image files are not part of it: each finished shard's manifest entry has a
+  digest of its images' names, sizes and modification times and the content
+  hash of the images it skipped (`_pending_shards`), so changed images redo
+  their shards only.
   """
   return shard_writer.fingerprint(files=[annotations_file], options=options,
                                   extra=[os.path.abspath(image_dir)])
+
+
+def _pending_shards(manifest, images, image_dir):
+  """The (name, images) of the shards to convert: not finished, or finished from other inputs.
+
+  A finished shard is converted again when an image it skipped as bad has
+  changed content (it was fixed, or added when missing), or when any of its
+  image files changed size or modification time (`image_files.files_digest`);
+  the reason is logged.
+  """
+  pending = []
+  for index, chunk in enumerate(_split(images, manifest.num_shards)):
+    name = shard_writer.shard_name(manifest.prefix, index, manifest.num_shards)
+    if manifest.is_done(name):
+      skipped_now = {f: image_files.content_sha256(os.path.join(image_dir, f))
+                     for f in manifest.skipped_files(name)}
+      reason = manifest.check_shard(name, image_files.files_digest(image_dir, chunk),
+                                    skipped_now)
+      if reason is None:
+        continue
+      logging.info("converting %s again: %s", name, reason)
+      manifest.drop(name)
+    pending.append((name, chunk))
+  manifest.save()
+  return pending
 
 
 def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_workers=1,
@@ -199,20 +211,15 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
   shard_writer.write_json_atomic(os.path.join(output_dir, schema.LABEL_MAP_FILE),
                                  dataset.label_map)
   manifest = shard_writer.Manifest.load_or_reset(output_dir, prefix, job, num_shards)
-  tasks = []
-  for index, images in enumerate(_split(dataset.images, num_shards)):
-    name = shard_writer.shard_name(prefix, index, num_shards)
-    if manifest.is_done(name):
-      continue
-    tasks.append((os.path.join(output_dir, name), images, image_dir, dataset.category_to_class,
-                  dataset.has_keypoints, skip_bad_annotations, verify_images,
-                  polygon_tolerance))
+  tasks = [(os.path.join(output_dir, name), images, image_dir, dataset.category_to_class,
+            dataset.has_keypoints, skip_bad_annotations, verify_images, polygon_tolerance)
+           for name, images in _pending_shards(manifest, dataset.images, image_dir)]
   logging.info("%s: %d images, %d shards (%d already done), %d workers", annotations_file,
                len(dataset.images), num_shards, num_shards - len(tasks), num_workers)
 
   def finished(result):
-    name, count, stats = result
-    manifest.add(name, count, stats)
+    name, count, stats, inputs, skipped_images = result
+    manifest.add(name, count, stats, inputs=inputs, skipped_images=skipped_images)
     logging.info("wrote %s: %d records (%d/%d shards done, %.0f s)", name, count,
                  len(manifest.shards), num_shards, time.time() - start)
 
@@ -220,8 +227,7 @@ def convert_coco(annotations_file, image_dir, output_dir, *, num_shards=1, num_w
     for task in tasks:
       finished(_convert_shard(task))
   else:
-    # spawn, not fork: TensorFlow's thread pools do not survive a fork.
-    with multiprocessing.get_context("spawn").Pool(min(num_workers, len(tasks))) as pool:
+    with worker_pool.pool(min(num_workers, len(tasks))) as pool:
       for result in pool.imap_unordered(_convert_shard, tasks):
         finished(result)
   summary = summarize(manifest, dataset)
@@ -287,7 +293,9 @@ def main(argv):
                  skip_bad_annotations=FLAGS.skip_bad_annotations, prefix=FLAGS.prefix,
                  polygon_tolerance=FLAGS.polygon_tolerance)
   except anns.BadInputError as e:
-    logging.error("bad input: %s (--skip_bad_annotations skips and counts it)", e)
+    hint = "" if FLAGS.skip_bad_annotations else (
+        " (if it is an annotation or an image, --skip_bad_annotations skips and counts it)")
+    logging.error("bad input: %s%s", e, hint)
     raise SystemExit(1) from e
 
 

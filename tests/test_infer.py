@@ -60,6 +60,12 @@ def _check_outputs(out_dir, names):
   assert results and {r["image_id"] for r in results} <= {0, 1}
   assert {r["category_id"] for r in results} <= {3, 7}
   assert all(r["score"] >= 0.05 and "segmentation" in r for r in results)
+  # Each result names its input: file_name (unique here: the inputs' own) and the path given.
+  images = os.path.join(os.path.dirname(out_dir), "images")
+  assert all(r["path"] == os.path.join(images, r["file_name"]) for r in results)
+  # A complete run: exactly its images and results.json (no errors.json, no partial folder).
+  assert set(files) == {f"{names[0][:-4]}.jpg", f"{names[1][:-4]}.png", "results.json"}
+  assert not [f for f in os.listdir(os.path.dirname(out_dir)) if ".partial-" in f]
   return results
 
 

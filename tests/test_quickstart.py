@@ -1,12 +1,14 @@
 """The quickstart runs end to end (a few steps on a few images) and says where things went:
 the Mask R-CNN it trains by default, and a RetinaNet through the same command."""
 
+import glob
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,4 +33,9 @@ def test_quickstart_end_to_end(tmp_path, gin_file, has_masks):
   metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
   assert ("proposals/AR@100" in metrics) == has_masks  # RetinaNet has no proposals
   assert os.path.exists(os.path.join(summary["saved_model"], "saved_model.pb"))
+  # TensorBoard's IMAGES tab shows the model's detections (at the end of training here).
+  events = glob.glob(os.path.join(summary["model_dir"], "train", "events.out.tfevents.*"))
+  tags = {v.tag for path in events for e in tf.compat.v1.train.summary_iterator(path)
+          for v in e.summary.value}
+  assert {"predictions/0", "predictions/1"} <= tags
   assert len(os.listdir(summary["annotated images"])) == 2  # one image + results.json

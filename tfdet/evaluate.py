@@ -14,6 +14,11 @@ beside the shards. Results, metrics.json and TensorBoard scalars go to
 ``metrics-<step>.json`` too). With --watch every new checkpoint is
 evaluated as it appears, until none comes for --watch_timeout seconds.
 
+Before the model is built, the image ids of the shards are read (a pass over
+the records parsing only the id) and compared with the annotations json's
+images: a shard image that --annotations_file (or --keypoint_annotations_file)
+lacks is a usage error naming both and the missing ids, and nothing is written.
+
 With --tta the detections come from test-time augmentation
 (`tfdet.evaluation.tta`, Detectron's TEST.BBOX_AUG / MASK_AUG / KPS_AUG):
 bind `tta.TTAConfig` in a gin file or --gin_param (with the import lines
@@ -29,12 +34,17 @@ import json
 import os
 import shutil
 
+from tfdet import console
+
+if __name__ == "__main__":  # before TensorFlow is imported
+  console.hide_tf_cpp_logs()
+
 import gin
 import tensorflow as tf
 from absl import app, flags, logging
 
 from tfdet import gin_files
-from tfdet.data import pipeline, schema
+from tfdet.data import pipeline, schema, shard_files
 from tfdet.evaluation import runner, tta
 from tfdet.training import checkpoints
 
@@ -42,6 +52,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
+  console.define_flags()
   flags.DEFINE_multi_string("gin_file", [], "Gin files (relative to gin_configs/ or paths).")
   flags.DEFINE_multi_string("gin_param", [], "Gin bindings, applied after the files.")
   flags.DEFINE_string("model_dir", None, "Training directory (checkpoints); eval/ goes here.")
@@ -103,6 +114,34 @@ def build_tta_inputs(file_pattern, convention):
   return dataset, functools.partial(tta.run_tta, config=config, preprocessing=preprocessing)
 
 
+def check_annotations_match_shards(file_pattern, annotations):
+  """Raises app.UsageError when the shards hold an image that an annotations json lacks.
+
+  Runs before the model is built and before anything is written: one pass
+  over the shards' records parsing only their image ids (`runner.shard_image_ids`).
+
+  Args:
+    file_pattern: the eval shards.
+    annotations: {flag name: COCO json path or None} (--annotations_file,
+      --keypoint_annotations_file).
+  """
+  try:
+    ids = runner.shard_image_ids(file_pattern)
+  except ValueError as e:  # no shards match
+    raise app.UsageError(f"--file_pattern (or its gin binding): {e}") from e
+  if not ids:
+    raise app.UsageError(f"--file_pattern (or its gin binding): the shards {file_pattern} "
+                         "hold no records")
+  for flag, path in annotations.items():
+    if path is None:
+      continue
+    try:
+      runner.check_image_ids(ids, runner.annotation_image_ids(path), annotations_file=path,
+                             source=f"the shards {file_pattern}")
+    except (ValueError, OSError) as e:
+      raise app.UsageError(f"--{flag}: {e}") from e
+
+
 def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
   """Restores `path` into `model`, evaluates it and returns the metrics."""
   step = checkpoints.restore(model, path)
@@ -124,12 +163,17 @@ def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
 
 def main(argv):
   del argv
+  console.configure(FLAGS.tf_logs)
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
   file_pattern = _file_pattern()
   if not (FLAGS.label_map or file_pattern):
     raise app.UsageError("give --label_map, or --file_pattern to find label_map.json")
+  if file_pattern:  # else build_dataset fails naming its missing file_pattern
+    check_annotations_match_shards(file_pattern, {
+        "annotations_file": FLAGS.annotations_file,
+        "keypoint_annotations_file": FLAGS.keypoint_annotations_file})
   label_map = FLAGS.label_map or os.path.join(
-      os.path.dirname(pipeline.list_files(file_pattern)[0]), schema.LABEL_MAP_FILE)
+      os.path.dirname(shard_files.list_files(file_pattern)[0]), schema.LABEL_MAP_FILE)
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
   model = gin_files.detector_spec().build_model()  # each checkpoint is restored into it
   if FLAGS.watch:

@@ -11,11 +11,14 @@ together with the folders of the files given.
 """
 
 import contextlib
+import dataclasses
 import importlib.resources
 import inspect
 import logging
 import os
 import pathlib
+import types
+import typing
 
 import gin
 
@@ -151,3 +154,80 @@ def eval_preprocessing(**overrides):
     raise ValueError(f"eval_preprocessing has no {sorted(unknown)}")
   result.update({k: int(v) for k, v in overrides.items() if v is not None})
   return result
+
+
+def _accepted_types(annotation, default):
+  """(types, allows None) a parameter takes, from its annotation or else its default."""
+  if annotation is not inspect.Parameter.empty and annotation is not dataclasses.MISSING:
+    options = typing.get_args(annotation) if isinstance(
+        annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else (
+            annotation,)
+    plain = tuple(t for t in options if t in _CHECKED)
+    if plain:
+      return plain, type(None) in options or default is None
+  if default is not None and type(default) in _CHECKED:
+    return (type(default),), False
+  return None, True
+
+
+_CHECKED = (bool, int, float, str, tuple)
+
+
+def _fits(value, accepted, allows_none):
+  if value is None:
+    return allows_none
+  if isinstance(value, bool):
+    return bool in accepted
+  if isinstance(value, int):
+    return int in accepted or float in accepted
+  if isinstance(value, float):
+    return float in accepted
+  if isinstance(value, (tuple, list)):
+    return tuple in accepted
+  if isinstance(value, str):
+    return str in accepted
+  return True  # references, settings objects, ...: not judged here
+
+
+def check_types(*targets):
+  """Checks the types of the values gin binds for functions or dataclasses, before any work.
+
+  A parameter's type is its annotation when it has a plain one (bool, int,
+  float, str, tuple, optionally None), else the type of its default (when
+  that is one of those); ints pass for floats, lists for tuples. Parameters
+  of other kinds are not judged.
+
+  Args:
+    *targets: functions or classes, or (function, scope) pairs.
+
+  Raises:
+    ValueError: naming the binding (scope/name.parameter), its value and the
+      type the parameter takes.
+  """
+  for target in targets:
+    fn, scope = target if isinstance(target, tuple) else (target, None)
+    bound = bindings(fn, scope=scope)
+    if not bound:
+      continue
+    plain = inspect.unwrap(fn)
+    if dataclasses.is_dataclass(plain):
+      hints = typing.get_type_hints(plain)
+      params = {f.name: (hints.get(f.name, inspect.Parameter.empty), f.default)
+                for f in dataclasses.fields(plain)}
+    else:
+      params = {p.name: (p.annotation, p.default)
+                for p in inspect.signature(plain).parameters.values()}
+    for name, value in bound.items():
+      if name not in params:
+        continue
+      annotation, default = params[name]
+      accepted, allows_none = _accepted_types(annotation, default)
+      if accepted is None or _fits(value, accepted, allows_none):
+        continue
+      selector = f"{scope + '/' if scope else ''}{plain.__module__.split('.')[-1]}." \
+                 f"{plain.__name__}.{name}"
+      wanted = " or ".join(t.__name__ for t in accepted) + (" or None" if allows_none else "")
+      default_text = "" if default in (inspect.Parameter.empty, dataclasses.MISSING) else \
+          f" (default {default!r})"
+      raise ValueError(f"gin binding {selector} = {value!r} ({type(value).__name__}): "
+                       f"{name} takes {wanted}{default_text}")

@@ -21,6 +21,11 @@ import json
 import os
 import time
 
+from tfdet import console
+
+if __name__ == "__main__":  # before TensorFlow is imported
+  console.hide_tf_cpp_logs()
+
 import gin
 from absl import app, flags, logging
 
@@ -44,6 +49,7 @@ def define_flags():
   flags.DEFINE_integer("num_val_images", 50, "Synthetic validation images (first use).")
   flags.DEFINE_enum("style", "simple", synthetic.STYLES, "Synthetic data style (first use).")
   flags.DEFINE_list("image_size", ["160", "224"], "Synthetic images' shorter side: min,max.")
+  console.define_flags()
 
 
 def main(argv):
@@ -55,6 +61,7 @@ def main(argv):
   from tfdet import infer as infer_lib
   from tfdet import train as train_module
 
+  console.configure(FLAGS.tf_logs)
   work = FLAGS.work_dir
   model_dir = os.path.join(work, "model")
   timings = {}
@@ -70,12 +77,10 @@ def main(argv):
   gin_files.parse([FLAGS.gin_file],
                   [f'train/inputs.build_input.file_pattern = "{train_pattern}"', *FLAGS.gin_param])
   detector = gin_files.detector_spec()
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
+  train_module.check_config(train_module.run, detector)
   t = time.time()
   gin.get_configurable(train_module.run)(model_dir=model_dir, model_fn=detector.build,
-                                         loss_fn=detector.loss)
+                                         loss_fn=detector.loss, config_text=gin.config_str())
   timings["train"] = time.time() - t
 
   t = time.time()

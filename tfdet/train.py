@@ -22,10 +22,29 @@ them to the input function: a resumed run reads a new stream seeded from
 (seed, the step it resumes at), see `loop.Trainer`. With
 ``image_summary_interval > 0`` TensorBoard also shows the model's detections
 on a few fixed images (``predictions/<i>``).
+
+Nothing is lost and nothing is written before the configuration is checked:
+gin's own errors, the types of every bound argument (`gin_files.check_types`)
+and the step counts are checked first, each error naming its binding; the
+run then takes ``model_dir/train.lock`` (`run_lock`: a second run into the
+same model_dir is refused, naming the first), restores the newest readable
+checkpoint (an unreadable one is named and skipped; one that does not fit the
+model is an error), and only then writes ``config-<start step>.gin`` and
+``config.gin``. Checkpoints are written only after healthy steps (finite
+losses within `loss_explosion_factor` of their running median); SIGINT and
+SIGTERM end the run after the current step with a checkpoint of it. Exit
+codes: 0 done, 1 a named error (bad configuration, locked model_dir,
+unusable checkpoint, non-finite or exploding loss), 128 + the signal's number
+after SIGINT / SIGTERM.
 """
 
 import os
 import sys
+
+from tfdet import console
+
+if __name__ == "__main__":  # before TensorFlow is imported
+  console.hide_tf_cpp_logs()
 
 import gin
 from absl import app, flags, logging
@@ -33,10 +52,11 @@ from absl import app, flags, logging
 from tfdet import gin_files
 from tfdet.evaluation import runner
 from tfdet.modeling.losses import TOTAL_LOSS
-from tfdet.training import inputs, loop, schedules, summaries
+from tfdet.training import checkpoints, inputs, loop, run_lock, schedules, summaries
 from tfdet.training import optimizer as opt_lib
 
 FLAGS = flags.FLAGS
+CONFIG_FILE = "config.gin"
 
 
 def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gamma=0.1,
@@ -47,7 +67,8 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         steps_per_loop=1, checkpoint_interval=2000, max_to_keep=5, summary_interval=20,
         log_interval=20, image_summary_interval=0, num_summary_images=2,
         summary_score_threshold=0.5, summary_input=None, label_map=None, init_checkpoint=None,
-        train_input=inputs.build_input, model_fn, loss_fn, distributed_input="auto"):
+        train_input=inputs.build_input, model_fn, loss_fn, distributed_input="auto",
+        loss_explosion_factor=10.0, loss_explosion_patience=20, config_text=None):
   """Builds everything from plain arguments (gin binds them) and trains.
 
   Args:
@@ -81,11 +102,21 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
       config's `DetectorSpec.loss`).
     distributed_input: `loop.Trainer`'s ("auto": a plain tf.data input when
       there is one replica in one process; "always").
+    loss_explosion_factor, loss_explosion_patience: checkpoints are written
+      only after steps whose total loss is within this factor of the running
+      median; this many unsafe checks in a row stop the run (`loop.Trainer`).
+    config_text: None, or the run's configuration (gin.config_str()), written
+      as ``config-<start step>.gin`` and ``config.gin`` once the run holds the
+      model_dir and its checkpoint restored (a run that fails before keeps
+      the configs of the runs before it).
 
   Returns:
     the last step's losses.
   """
   _check_input_bindings()
+  _check_counts(max_iter=max_iter, checkpoint_interval=checkpoint_interval,
+                log_interval=log_interval, summary_interval=summary_interval,
+                images_per_replica=images_per_replica, steps_per_loop=steps_per_loop)
   opt_lib.set_mixed_precision(mixed_precision)
   dist = loop.make_strategy(strategy)
   replicas = dist.num_replicas_in_sync
@@ -124,19 +155,55 @@ def run(*, model_dir, base_lr=0.02, max_iter=90000, lr_steps=(60000, 80000), gam
         mixed_precision=mixed_precision)
 
   class_names = runner.load_label_map(label_map)[1] if label_map else None
-  trainer = loop.Trainer(
-      model_fn=model_fn, loss_fn=batch_losses, dataset_fn=dataset_fn, optimizer_fn=optimizer_fn,
-      model_dir=model_dir, total_steps=solver.max_iter, global_batch_size=global_batch,
-      strategy=dist, seed=seed, steps_per_loop=steps_per_loop,
-      checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
-      summary_interval=summary_interval, log_interval=log_interval,
-      image_summary_interval=image_summary_interval,
-      image_summary_fn=summaries.PredictionImages(
-          num_images=num_summary_images, class_names=class_names,
-          score_threshold=summary_score_threshold),
-      image_summary_dataset_fn=image_dataset_fn, init_checkpoint=init_checkpoint,
-      total_loss_key=TOTAL_LOSS, distributed_input=distributed_input)
-  return trainer.train()
+  # One writer per model_dir (the chief; other workers write to temporary folders).
+  lock = run_lock.RunLock(model_dir) if loop.is_chief(dist) else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    trainer = loop.Trainer(
+        model_fn=model_fn, loss_fn=batch_losses, dataset_fn=dataset_fn,
+        optimizer_fn=optimizer_fn, model_dir=model_dir, total_steps=solver.max_iter,
+        global_batch_size=global_batch, strategy=dist, seed=seed, steps_per_loop=steps_per_loop,
+        checkpoint_interval=checkpoint_interval, max_to_keep=max_to_keep,
+        summary_interval=summary_interval, log_interval=log_interval,
+        image_summary_interval=image_summary_interval,
+        image_summary_fn=summaries.PredictionImages(
+            num_images=num_summary_images, class_names=class_names,
+            score_threshold=summary_score_threshold),
+        image_summary_dataset_fn=image_dataset_fn, init_checkpoint=init_checkpoint,
+        total_loss_key=TOTAL_LOSS, distributed_input=distributed_input,
+        loss_explosion_factor=loss_explosion_factor,
+        loss_explosion_patience=loss_explosion_patience,
+        heartbeat=lock.refresh if lock is not None else None)
+    if lock is not None and config_text is not None:
+      write_config(model_dir, config_text, trainer.start_step)
+    return trainer.train()
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def write_config(model_dir, config_text, start_step):
+  """Writes the run's config as ``config-<start_step>.gin`` and ``config.gin`` (atomically).
+
+  Each run keeps its own; ``config.gin`` is the newest run's.
+  """
+  for name in (f"config-{start_step}.gin", CONFIG_FILE):
+    path = os.path.join(model_dir, name)
+    with open(path + ".tmp", "w") as f:
+      f.write(config_text)
+    os.replace(path + ".tmp", path)
+
+
+_COUNTS = ("max_iter", "checkpoint_interval", "log_interval", "summary_interval",
+           "images_per_replica", "steps_per_loop")
+
+
+def _check_counts(**values):
+  """Refuses non-positive step counts and intervals, naming the train.run binding."""
+  for name, value in values.items():
+    if int(value) < 1:
+      raise ValueError(f"train.run.{name} must be at least 1, got {value}")
 
 
 def _check_input_bindings():
@@ -156,6 +223,21 @@ def define_flags():
   flags.DEFINE_multi_string("gin_file", [], "Gin files (paths or relative to gin_configs/).")
   flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'run.max_iter = 10'.")
   flags.DEFINE_string("model_dir", None, "Checkpoints and summaries.", required=True)
+  console.define_flags()
+
+
+def check_config(run_fn, detector):
+  """Checks what gin binds before any work: types of the entry point's, the model's, the
+  input's and the settings' arguments (`gin_files.check_types`) and the input bindings."""
+  from tfdet.data import pipeline
+  from tfdet.modeling.detectors import config
+
+  gin_files.check_types(run_fn, detector.build, (inputs.build_input, "train"),
+                        (pipeline.build_dataset, "eval"), config.RpnSettings,
+                        config.RoiHeadSettings, config.RetinaNetSettings)
+  _check_input_bindings()
+  bound = gin_files.bindings(run_fn)
+  _check_counts(**{name: bound[name] for name in _COUNTS if name in bound})
 
 
 def main(argv):
@@ -163,13 +245,25 @@ def main(argv):
   # `python -m tfdet.train` runs this file as __main__; the gin files import
   # `tfdet.train`, so bind and call that module's `run`.
   from tfdet import train as train_module
-  gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
-  detector = gin_files.detector_spec()
-  os.makedirs(FLAGS.model_dir, exist_ok=True)
-  with open(os.path.join(FLAGS.model_dir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
-  gin.get_configurable(train_module.run)(model_dir=FLAGS.model_dir, model_fn=detector.build,
-                                         loss_fn=detector.loss)
+  console.configure(FLAGS.tf_logs)
+  try:  # the whole configuration is checked before anything is built or written
+    gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
+    detector = gin_files.detector_spec()
+    check_config(train_module.run, detector)
+  except (ValueError, FileNotFoundError, NameError) as e:
+    logging.error("bad configuration: %s", e)
+    return 1
+  try:
+    gin.get_configurable(train_module.run)(model_dir=FLAGS.model_dir, model_fn=detector.build,
+                                           loss_fn=detector.loss, config_text=gin.config_str())
+  except loop.TrainingInterrupted as e:
+    logging.warning("%s", e)
+    return 128 + e.signum
+  except (run_lock.ModelDirLockedError, checkpoints.CheckpointError, loop.NonFiniteLossError,
+          loop.LossExplosionError) as e:
+    logging.error("%s: %s", type(e).__name__, e)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from data_prep import shard_writer
 from tfdet.data import schema, synthetic
 
 _SMALL = {"num_train_images": 8, "num_val_images": 2, "image_size": (128, 160)}
@@ -75,7 +76,7 @@ def test_coverage_and_masks(generated):
 def test_converts_cleanly(generated):
   root, paths = generated
   for kind in ("instances", "person_keypoints"):
-    with open(os.path.join(root, "tfrecords", kind, "train-manifest.json")) as f:
+    with open(shard_writer.manifest_path(os.path.join(root, "tfrecords", kind), "train")) as f:
       manifest = json.load(f)
     stats = [s["stats"] for s in manifest["shards"].values()]
     assert sum(s["images"] for s in stats) == 8

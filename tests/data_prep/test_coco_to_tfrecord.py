@@ -162,6 +162,12 @@ def test_bad_input_errors_and_skips(tmp_path, case):
   assert summary["images"] == (2 if reason == anns.SKIP_BAD_IMAGE else 3)
   assert summary["instances"] == 2
   assert any(ident in m for m in summary["messages"])
+  if reason == anns.SKIP_BAD_IMAGE:  # the image is put right: its shard is converted again
+    write_jpeg(os.path.join(image_dir, data["images"][1]["file_name"]), 20, 30, seed=1)
+    summary = c2t.convert_coco(path, image_dir, out, num_shards=3, skip_bad_annotations=True)
+    assert summary["skipped"] == {} and summary["images"] == 3 and summary["instances"] == 3
+    records = read_records(_shards(out, "instances_tiny"))
+    assert [r[schema.IMAGE_ID] for r in records] == [10, 11, 12]
 
 
 def test_resume_after_interruption_equals_clean_run(tmp_path):
@@ -171,6 +177,7 @@ def test_resume_after_interruption_equals_clean_run(tmp_path):
   c2t.convert_coco(path, image_dir, resumed, num_shards=3)
   # Interrupt: shard 1 lost with its manifest entry, shard 2 half-written as a .tmp.
   manifest_file = shard_writer.manifest_path(resumed, "instances_tiny")
+  assert os.path.basename(manifest_file) == "manifest-instances_tiny.json"  # outside `prefix-*`
   with open(manifest_file) as f:
     manifest = json.load(f)
   for i in (1, 2):

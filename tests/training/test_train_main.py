@@ -1,7 +1,10 @@
 """`tfdet.train`'s command line end to end: a tiny Mask R-CNN on synthetic shards for 3 steps."""
 
 import glob
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -10,7 +13,7 @@ import tensorflow as tf
 
 from tests.export import tiny
 from tfdet.data import keys
-from tfdet.training import inputs
+from tfdet.training import inputs, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = tiny.tiny_gin(num_classes=8, imports=("from tfdet import train",
@@ -82,7 +85,22 @@ def test_two_replicas_loops_checkpoints_and_summaries(tiny_gin, train_data, tmp_
   assert "input pipeline seed 1 (base seed 1, start step 0)" in result.stderr
   assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-3")
   assert os.path.exists(os.path.join(model_dir, "ckpt-2.index"))
-  assert os.path.exists(os.path.join(model_dir, "config.gin"))
+  # The run's config, kept per run; the lock is released.
+  config = open(os.path.join(model_dir, "config-0.gin")).read()
+  assert open(os.path.join(model_dir, "config.gin")).read() == config
+  assert "steps_per_loop = 2" in config and not os.path.exists(
+      os.path.join(model_dir, run_lock.LOCK_FILE))
+  # A resume whose configuration does not fit the checkpoint fails naming it, and keeps
+  # the configs that match the checkpoints.
+  failed = _train(["--gin_file=models/mask_rcnn_fpn.gin",
+                   "--gin_file=training/detectron_solver.gin", f"--gin_file={tiny_gin}",
+                   "--gin_param=builders.build_rcnn.num_classes = 5",
+                   "--gin_param=train.run.max_iter = 5", f"--model_dir={model_dir}"])
+  assert failed.returncode == 1
+  assert "ckpt-3 does not fit the model" in failed.stderr and "Traceback" not in failed.stderr
+  assert open(os.path.join(model_dir, "config.gin")).read() == config
+  assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(model_dir, "config*"))) \
+      == ["config-0.gin", "config.gin"]
   events = _events(model_dir)
   assert {"losses/total_loss", "losses/loss_mask", "learning_rate", "step_time",
           "images_per_second"} <= set(events), set(events)
@@ -108,7 +126,14 @@ def test_two_replicas_loops_checkpoints_and_summaries(tiny_gin, train_data, tmp_
 @pytest.mark.parametrize("param,message,before_model_dir", [
     ("train.run.no_such_knob = 1", "no_such_knob", True),  # gin's own error, at parsing
     # The seed is train.run's: one bound on the input function would be silently overridden.
-    ("train/inputs.build_input.seed = 3", "bind train.run.seed instead", False),
+    ("train/inputs.build_input.seed = 3", "bind train.run.seed instead", True),
+    # Wrong types are named before anything is built.
+    ('train.run.max_iter = "thirty"',
+     "gin binding train.run.max_iter = 'thirty' (str): max_iter takes int", True),
+    ("config.RpnSettings.nms_threshold = (0.7,)",
+     "config.RpnSettings.nms_threshold = (0.7,) (tuple): nms_threshold takes float", True),
+    ("train.run.checkpoint_interval = 0", "train.run.checkpoint_interval must be at least 1",
+     True),
 ])
 def test_bad_gin_param_fails_before_training(tiny_gin, tmp_path, param, message,
                                              before_model_dir):
@@ -120,3 +145,67 @@ def test_bad_gin_param_fails_before_training(tiny_gin, tmp_path, param, message,
   assert message in result.stderr
   if before_model_dir:
     assert not os.path.exists(model_dir)
+
+
+def test_a_second_training_into_a_locked_model_dir_is_refused(tiny_gin, tmp_path):
+  model_dir = tmp_path / "locked"
+  model_dir.mkdir()
+  owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  try:
+    (model_dir / run_lock.LOCK_FILE).write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": owner.pid, "started": 0}))
+    result = _train(["--gin_file=models/mask_rcnn_fpn.gin",
+                     "--gin_file=training/detectron_solver.gin", f"--gin_file={tiny_gin}",
+                     f"--model_dir={model_dir}"])
+  finally:
+    owner.kill()
+  assert result.returncode == 1
+  assert f"in use by another training run (host {socket.gethostname()}, pid {owner.pid}" \
+      in result.stderr
+  assert sorted(os.listdir(model_dir)) == [run_lock.LOCK_FILE]  # nothing written
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_gin, tmp_path):
+  model_dir = str(tmp_path / "preempted")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tfdet.train", "--gin_file=models/mask_rcnn_fpn.gin",
+       "--gin_file=training/detectron_solver.gin", f"--gin_file={tiny_gin}",
+       "--gin_param=train.run.max_iter = 1000", "--gin_param=train.run.lr_steps = (900,)",
+       "--gin_param=train.run.checkpoint_interval = 500", f"--model_dir={model_dir}"],
+      cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  lines = []
+  try:
+    for line in proc.stderr:  # wait for the first steps, then preempt
+      lines.append(line)
+      if "step 2/1000" in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    lines += proc.stderr.readlines()
+    proc.wait(timeout=120)
+  finally:
+    proc.kill()
+  stderr = "".join(lines)
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "SIGTERM at step" in stderr and "Traceback" not in stderr
+  step = int(stderr.split("SIGTERM at step ")[1].split("/")[0])
+  assert step >= 2 and tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{step}")
+  assert f"saved in {model_dir}/ckpt-{step}" in stderr
+  assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK_FILE))
+
+
+@pytest.mark.parametrize("tf_logs", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_the_console_shows_progress_and_hides_tensorflows_own_lines(tiny_gin, tmp_path, tf_logs):
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
+  args = ["--gin_file=models/mask_rcnn_fpn.gin", "--gin_file=training/detectron_solver.gin",
+          f"--gin_file={tiny_gin}", "--gin_param=train.run.max_iter = 2",
+          f"--model_dir={tmp_path / 'run'}"] + (["--tf_logs"] if tf_logs else [])
+  result = subprocess.run([sys.executable, "-m", "tfdet.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "step 2/2" in result.stderr and "eta" in result.stderr
+  # TensorFlow's strategy set-up and checkpoint-sharding info lines.
+  tf_lines = [line for line in result.stderr.splitlines()
+              if "Sharding callback" in line or "Using MirroredStrategy" in line]
+  assert bool(tf_lines) == tf_logs, result.stderr[-3000:]

@@ -7,12 +7,16 @@ import tensorflow as tf
 NUM_EXAMPLES = 64
 
 
-def examples(nan_at=None):
+def examples(nan_at=None, huge_at=None):
+  """The regression data; example `nan_at` has a NaN target, `huge_at` a 1e15 one (its
+  squared error, ~1e30, is finite but wrecks the weights)."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(NUM_EXAMPLES, 3)).astype(np.float32)
   y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32) + 0.3).astype(np.float32)
   if nan_at is not None:
     y[nan_at] = np.nan
+  if huge_at is not None:
+    y[huge_at] = 1e15
   return x, y
 
 
@@ -32,7 +36,7 @@ def loss_fn(model, batch):
   return {"loss_mse": mse, "total_loss": mse}
 
 
-def dataset_fn_for(global_batch, nan_at=None, *, shuffle=False, seeds=None):
+def dataset_fn_for(global_batch, nan_at=None, *, shuffle=False, seeds=None, huge_at=None):
   """Per-pipeline, per-replica batches of consecutive examples, repeated.
 
   In order unless `shuffle` (a seeded shuffle of the examples, reshuffled
@@ -41,7 +45,7 @@ def dataset_fn_for(global_batch, nan_at=None, *, shuffle=False, seeds=None):
   def dataset_fn(ctx, seed):
     if seeds is not None:
       seeds.append(seed)
-    x, y = examples(nan_at)
+    x, y = examples(nan_at, huge_at)
     ds = tf.data.Dataset.from_tensor_slices({"x": x, "y": y})
     ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
     if shuffle:

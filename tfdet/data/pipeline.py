@@ -17,6 +17,15 @@ batch size with empty images whose IMAGE_ID is -1 (or left partial with
 ``pad_final_batch=False``). IMAGE_ID and IMAGE_INFO map predictions back:
 ``original = resized / IMAGE_INFO[:, 2]``.
 
+Input checks, before tf.data reads anything (`list_files`): every matched
+file must be a TFRecord shard (its first record header is checked, so a
+json, an empty file or a temporary file is named instead of failing later
+as "corrupted record at 0"), and where the converter's manifest
+(``manifest-<prefix>.json``, `manifest_file_name`) sits beside the shards,
+their conversion must be finished and the shards unchanged since. Training
+also refuses an input that can never yield a batch
+(`check_yields_training_images`) instead of waiting forever.
+
 Differences from Detectron, all by design:
 
 * Detectron pads each minibatch to its own largest image; here every batch is
@@ -33,18 +42,10 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from tfdet.data import decoder, keys, transforms
+from tfdet.data.shard_files import list_files
 
 MODES = ("train", "eval")
 _PAD_IDS = {keys.IMAGE_ID: -1, keys.GT_POLYGON_IDS: -1}
-
-
-def list_files(file_pattern):
-  """Sorted files matching a glob pattern or a sequence of patterns."""
-  patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-  files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
-  if not files:
-    raise ValueError(f"no files match {file_pattern!r}")
-  return files
 
 
 @tf.autograph.experimental.do_not_convert
@@ -121,6 +122,12 @@ def build_dataset(file_pattern, *, mode, batch_size, input_context=None,
     aspect grouping each batch's IMAGES is [B, Hl, Wl, 3] or [B, Wl, Hl, 3]
     (static per batch; the dataset's element_spec says [B, None, None, 3]);
     without it [B, S, S, 3] statically.
+
+  Raises:
+    ValueError: bad arguments; matched files that are not shards or belong
+      to an unfinished conversion (`list_files`); in training, records of
+      which none passes the filters, or none at all (naming the pattern and
+      why; `check_yields_training_images`).
   """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -141,6 +148,39 @@ def build_dataset(file_pattern, *, mode, batch_size, input_context=None,
   if num_pipelines > 1 and not shard_records:
     files = files[pipeline_id::num_pipelines]
 
+  # The mapped functions have no Python control flow on tensors: skip autograph (faster tracing).
+  @tf.autograph.experimental.do_not_convert
+  def parse(serialized):
+    return decoder.parse_annotations(
+        serialized, convention=convention, max_polygon_vertices=max_polygon_vertices,
+        with_proposals=with_proposals, max_proposals=max_proposals)
+
+  @tf.autograph.experimental.do_not_convert
+  def usable(example):
+    """[] bool: the image has a foreground RoI (a valid non-crowd instance, or a proposal)."""
+    has_rois = decoder.has_non_crowd_gt(example)
+    if with_proposals:
+      has_rois |= tf.shape(example[keys.PROPOSALS])[0] > 0
+    return has_rois
+
+  @tf.autograph.experimental.do_not_convert
+  def keep(example):
+    ok = tf.constant(True)
+    if filter_empty:
+      ok &= usable(example)
+    if keypoints_only:
+      ok &= decoder.has_visible_keypoints(example)
+    return ok
+
+  if training:
+    records = tf.data.TFRecordDataset(files)
+    if shard_records:
+      records = records.shard(num_pipelines, pipeline_id)
+    where = f" (input pipeline {pipeline_id} of {num_pipelines})" if num_pipelines > 1 else ""
+    check_yields_training_images(
+        records.map(parse), keep, usable, file_pattern=f"{file_pattern!r}{where}",
+        filter_empty=filter_empty, keypoints_only=keypoints_only, with_proposals=with_proposals)
+
   if training and not shard_records:
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -156,28 +196,9 @@ def build_dataset(file_pattern, *, mode, batch_size, input_context=None,
   if training and shuffle_buffer > 1:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
-  # The mapped functions have no Python control flow on tensors: skip autograph (faster tracing).
-  @tf.autograph.experimental.do_not_convert
-  def parse(serialized):
-    return decoder.parse_annotations(
-        serialized, convention=convention, max_polygon_vertices=max_polygon_vertices,
-        with_proposals=with_proposals, max_proposals=max_proposals)
-
   map_deterministic = deterministic or not training
   ds = ds.map(parse, num_parallel_calls=num_parallel_calls, deterministic=map_deterministic)
-
   if training and (filter_empty or keypoints_only):
-    @tf.autograph.experimental.do_not_convert
-    def keep(example):
-      ok = tf.constant(True)
-      if filter_empty:
-        has_rois = decoder.has_non_crowd_gt(example)
-        if with_proposals:
-          has_rois |= tf.shape(example[keys.PROPOSALS])[0] > 0
-        ok &= has_rois
-      if keypoints_only:
-        ok &= decoder.has_visible_keypoints(example)
-      return ok
     ds = ds.filter(keep)
 
   @tf.autograph.experimental.do_not_convert
@@ -210,6 +231,55 @@ def build_dataset(file_pattern, *, mode, batch_size, input_context=None,
   options.deterministic = deterministic or not training
   ds = ds.with_options(options)
   return ds.prefetch(prefetch)
+
+
+def check_yields_training_images(examples, keep, usable, *, file_pattern, filter_empty,
+                                 keypoints_only, with_proposals):
+  """Raises if no parsed record passes the training filter (training would wait forever).
+
+  Training repeats its records forever and filters them, so an input with no
+  record that passes never yields a batch, without a word. This reads the
+  records once, in order, and stops at the first that passes (normally the
+  first record); only when none does it counts why. Skipped outside eager
+  execution (reading a data set needs it).
+
+  Args:
+    examples: `tf.data.Dataset` of `decoder.parse_annotations` dicts, one
+      bounded pass over this input pipeline's records.
+    keep: the training filter, example -> [] bool.
+    usable: example -> [] bool, whether the image has a foreground RoI.
+    file_pattern: how to name the input in the error.
+    filter_empty, keypoints_only, with_proposals: as `build_dataset`.
+
+  Raises:
+    ValueError: naming ``file_pattern`` and why nothing passes.
+  """
+  if not tf.executing_eagerly():
+    return
+  for _ in examples.filter(keep).take(1):
+    return
+
+  @tf.autograph.experimental.do_not_convert
+  def flags(example):
+    has_usable, has_kps = usable(example), decoder.has_visible_keypoints(example)
+    return tf.cast(tf.stack([True, has_usable, has_kps, has_usable & has_kps]), tf.int64)
+
+  total, n_usable, n_kps, n_both = examples.map(flags).reduce(
+      tf.zeros([4], tf.int64), lambda acc, x: acc + x).numpy().tolist()
+  roi = "a usable instance (a non-crowd box of positive size and area" + (
+      ", or a proposal)" if with_proposals else ")")
+  if total == 0:
+    why = "its files hold no records"
+  elif filter_empty and n_usable == 0:
+    why = (f"none of its {total} images has {roi}; filter_empty=True drops such images, as "
+           "Detectron's filter_for_training")
+  elif keypoints_only and n_kps == 0:
+    why = (f"none of its {total} images has an instance with visible keypoints "
+           "(keypoints_only=True, for Keypoint R-CNN)")
+  else:
+    why = (f"none of its {total} images has both {roi} and visible keypoints ({n_usable} have the "
+           f"first, {n_kps} the second; {n_both} both)")
+  raise ValueError(f"{file_pattern}: training would wait forever for its first batch: {why}")
 
 
 @tf.autograph.experimental.do_not_convert

@@ -9,7 +9,10 @@ size, IMAGE_INFO[:, 3:5]; keypoints, already in original pixels, by
 `evaluate` writes ``bbox_results.json`` / ``segm_results.json`` /
 ``keypoints_results.json``, runs pycocotools (keypoints against a
 person_keypoints json) and Detectron's proposal recall, and writes
-``metrics.json`` and TensorBoard scalars into ``output_dir``.
+``metrics.json`` and TensorBoard scalars into ``output_dir``, after checking
+that the annotations hold every evaluated image (`check_image_ids`; the
+command line checks the shards' ids, `shard_image_ids`, before the model
+runs).
 
 What is evaluated follows the keys of the detector's outputs, whatever the
 family: boxes (`outputs.DETECTION_BOXES`), masks, keypoints, proposals
@@ -24,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from tfdet.data import keys
+from tfdet.data import keys, schema, shard_files
 from tfdet.evaluation import coco
 from tfdet.evaluation import proposals_recall as recall
 from tfdet.modeling.detectors import outputs as out
@@ -42,6 +45,55 @@ def load_label_map(path):
     classes = json.load(f)["classes"]
   return ({int(k): int(v["category_id"]) for k, v in classes.items()},
           {int(k): v["name"] for k, v in classes.items()})
+
+
+def annotation_image_ids(annotations_file):
+  """The image ids of a COCO json (its "images" list).
+
+  Raises:
+    ValueError: naming the file, when it is not json or has no "images" list.
+  """
+  with open(annotations_file) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{annotations_file} is not valid json: {e}") from e
+  if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+    raise ValueError(f"{annotations_file} is not a COCO annotations json (no 'images' list)")
+  return [int(image["id"]) for image in data["images"]]
+
+
+def shard_image_ids(file_pattern):
+  """The image ids (`schema.IMAGE_ID`) of every record of the shards, in file order.
+
+  One pass over the records that parses only the id (no image is decoded).
+  """
+  spec = {schema.IMAGE_ID: tf.io.FixedLenFeature([], tf.int64)}
+  ds = tf.data.TFRecordDataset(shard_files.list_files(file_pattern))
+  ds = ds.batch(1024).map(lambda s: tf.io.parse_example(s, spec)[schema.IMAGE_ID])
+  return [int(i) for batch in ds for i in batch.numpy()]
+
+
+def check_image_ids(image_ids, known_ids, *, annotations_file, source, show=10):
+  """Raises ValueError unless `image_ids` is non-empty and every id is one of `known_ids`.
+
+  Args:
+    image_ids: the ids of the images being evaluated.
+    known_ids: the image ids of `annotations_file`.
+    annotations_file: named in the message.
+    source: what `image_ids` come from (e.g. the shards' pattern), named in the message.
+    show: how many missing ids the message lists (the smallest).
+  """
+  if not len(image_ids):
+    raise ValueError(f"{source} has no images to evaluate")
+  missing = sorted(set(image_ids) - {int(i) for i in known_ids})
+  if missing:
+    listed = ", ".join(str(i) for i in missing[:show])
+    more = f" and {len(missing) - show} more" if len(missing) > show else ""
+    raise ValueError(
+        f"{annotations_file} has no image with id {listed}{more}: {len(missing)} of the "
+        f"{len(set(image_ids))} images of {source} are missing from it (the annotations json "
+        "and the images do not match)")
 
 
 def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0.5,
@@ -153,6 +205,10 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
   person_keypoints json, boxes included). Without keypoint ground truth the
   results are written and the AP is skipped with a warning.
 
+  Everything is checked before anything is written to `output_dir`: the
+  annotation files load, every evaluated image id is one of their images
+  (`check_image_ids`), and keypoint ground truth matches keypoint results.
+
   Args:
     model: a built detector.
     dataset: eval batches (`build_dataset(mode="eval")`).
@@ -176,13 +232,27 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
     dict of metrics: "bbox/AP", ..., "segm/AP", ... (`coco.STAT_NAMES`),
     "keypoints/AP", ... (`coco.KEYPOINT_STAT_NAMES`, keypoint models) and
     "proposals/AR@100", ... (Detectron's proposal AR).
+
+  Raises:
+    ValueError: the data set has images the annotations lack, or yielded no
+      image; keypoint ground truth without keypoint results or without
+      keypoints. Nothing is written then.
   """
   class_to_category, _ = load_label_map(label_map_file)
+  gt = coco.load_ground_truth(annotations_file)  # before the run: a bad file fails fast
+  kp_gt = None
+  if keypoint_annotations_file is not None:
+    kp_gt = coco.load_ground_truth(keypoint_annotations_file)
   options = {} if keypoint_confidence is None else {"keypoint_confidence": keypoint_confidence}
   collected = (run_fn or run_model)(model, dataset, class_to_category=class_to_category,
                                     convention=convention, **options)
-  gt = coco.load_ground_truth(annotations_file)
   image_ids = collected["image_ids"]
+  source = "the evaluated data set"
+  check_image_ids(image_ids, gt.getImgIds(), annotations_file=annotations_file, source=source)
+  if kp_gt is not None:
+    check_image_ids(image_ids, kp_gt.getImgIds(), annotations_file=keypoint_annotations_file,
+                    source=source)
+  kp_gt = _keypoint_ground_truth(collected, gt, kp_gt, keypoint_annotations_file)
   os.makedirs(output_dir, exist_ok=True)
   metrics = {}
   for iou_type in ("bbox", "segm"):
@@ -192,7 +262,7 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
       json.dump(collected[iou_type], f)
     stats, _ = coco.evaluate(gt, collected[iou_type], iou_type, image_ids=image_ids)
     metrics.update({f"{iou_type}/{k}": v for k, v in stats.items()})
-  metrics.update(_keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir))
+  metrics.update(_keypoint_metrics(collected, kp_gt, output_dir))
   if collected["proposals"]:
     images = []
     for image_id in image_ids:
@@ -216,24 +286,41 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
   return metrics
 
 
-def _keypoint_metrics(collected, gt, keypoint_annotations_file, output_dir):
-  """Writes keypoints_results.json and returns {"keypoints/AP": ...} (see `evaluate`)."""
+def _keypoint_ground_truth(collected, gt, kp_gt, keypoint_annotations_file):
+  """The COCO object keypoint AP runs against, or None when it is skipped (see `evaluate`).
+
+  Raises:
+    ValueError: `keypoint_annotations_file` given but no keypoints were
+      collected, or it defines no keypoints.
+  """
   if "keypoints" not in collected:
     if keypoint_annotations_file is not None:
       raise ValueError("keypoint_annotations_file given, but the results have no keypoints "
                        f"(the model outputs no {out.DETECTION_KEYPOINTS}, or run_fn does not "
                        "collect them)")
-    return {}
-  with open(os.path.join(output_dir, KEYPOINT_RESULTS_FILE), "w") as f:
-    json.dump(collected["keypoints"], f)
-  kp_gt = gt if keypoint_annotations_file is None else coco.load_ground_truth(
-      keypoint_annotations_file)
+    return None
+  if kp_gt is None:
+    kp_gt = gt
   if not coco.has_keypoints(kp_gt):
     if keypoint_annotations_file is not None:
       raise ValueError(f"{keypoint_annotations_file} defines no keypoints (no category with "
                        "a 'keypoints' list)")
     logging.warning("the model outputs keypoints but the annotations define none: keypoint AP "
                     "skipped (pass keypoint_annotations_file, e.g. person_keypoints_*.json)")
+    return None
+  return kp_gt
+
+
+def _keypoint_metrics(collected, kp_gt, output_dir):
+  """Writes keypoints_results.json (when collected) and returns {"keypoints/AP": ...}.
+
+  `kp_gt`: `_keypoint_ground_truth`'s (None: no keypoint AP).
+  """
+  if "keypoints" not in collected:
+    return {}
+  with open(os.path.join(output_dir, KEYPOINT_RESULTS_FILE), "w") as f:
+    json.dump(collected["keypoints"], f)
+  if kp_gt is None:
     return {}
   stats, _ = coco.evaluate(kp_gt, collected["keypoints"], "keypoints",
                            image_ids=collected["image_ids"])

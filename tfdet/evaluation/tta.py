@@ -65,7 +65,7 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from tfdet.data import decoder, keys, pipeline, schema, transforms
+from tfdet.data import decoder, keys, pipeline, schema, shard_files, transforms
 from tfdet.evaluation import runner, tta_merge
 from tfdet.modeling.detectors import outputs as out
 from tfdet.ops import boxes as box_ops
@@ -309,7 +309,7 @@ def build_tta_dataset(file_pattern, *, config, preprocessing, convention="detect
             INPUTS: {t.key: transform_inputs(example, t, preprocessing, convention=convention)
                      for t in wanted}}
 
-  ds = tf.data.TFRecordDataset(pipeline.list_files(file_pattern))
+  ds = tf.data.TFRecordDataset(shard_files.list_files(file_pattern))
   ds = ds.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
   return ds.prefetch(1)
 

@@ -16,6 +16,11 @@ and the canvas multiple are the config's eval ones (`gin_files.eval_preprocessin
 shadowed by the ``tfdet/export/`` package.)
 """
 
+from tfdet import console
+
+if __name__ == "__main__":  # before TensorFlow is imported
+  console.hide_tf_cpp_logs()
+
 from absl import app, flags, logging
 
 from tfdet import gin_files
@@ -38,10 +43,12 @@ def define_flags():
   flags.DEFINE_integer("size_divisibility", None, "Canvas multiple (default: the config's, "
                        "e.g. 32 FPN R-CNN, 128 RetinaNet, 1 C4).")
   flags.mark_flags_as_required(["model_dir", "export_dir"])
+  console.define_flags()
 
 
 def main(argv):
   del argv
+  console.configure(FLAGS.tf_logs)
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
   model, _, _ = checkpoints.load_for_inference(gin_files.detector_spec(), FLAGS.model_dir,
                                                FLAGS.checkpoint, implementation="reference")

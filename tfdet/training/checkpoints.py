@@ -55,13 +55,72 @@ def make_manager(checkpoint, directory, *, step_counter, max_to_keep=5):
                                     step_counter=step_counter, checkpoint_name="ckpt")
 
 
-def restore_latest(manager):
-  """Restores the manager's latest checkpoint; returns its path or None."""
-  path = manager.latest_checkpoint
-  if path:
-    manager.checkpoint.restore(path).assert_existing_objects_matched()
-    logging.info("restored %s", path)
-  return path
+class CheckpointError(RuntimeError):
+  """No checkpoint of a model_dir can be restored (the message names each and why)."""
+
+
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def training_checkpoints(model_dir):
+  """The training checkpoints of `model_dir`, newest first (file prefixes).
+
+  From the CheckpointManager's state file when it is there, else from the
+  ``ckpt-<step>.index`` files themselves.
+  """
+  state = tf.train.get_checkpoint_state(model_dir)
+  if state is not None and state.all_model_checkpoint_paths:
+    paths = [p if os.path.isabs(p) else os.path.join(model_dir, p)
+             for p in state.all_model_checkpoint_paths]
+    return paths[::-1]
+  steps = []
+  for name in tf.io.gfile.listdir(model_dir) if tf.io.gfile.isdir(model_dir) else []:
+    stem, ext = os.path.splitext(name)
+    if ext == ".index" and stem.startswith("ckpt-") and stem[5:].isdigit():
+      steps.append(int(stem[5:]))
+  return [os.path.join(model_dir, f"ckpt-{s}") for s in sorted(steps, reverse=True)]
+
+
+def restore_newest_readable(checkpoint, model_dir):
+  """Restores the newest training checkpoint of `model_dir` that can be read.
+
+  A checkpoint that cannot be read (truncated or empty files, a missing
+  shard) is named in a warning with the reason, and the previous one is
+  tried, so a run killed while it wrote resumes from the one before. A
+  checkpoint that reads but does not fit the model (another configuration
+  wrote it) is not skipped: that is an error.
+
+  Returns:
+    the restored checkpoint's path, or None when `model_dir` has none.
+
+  Raises:
+    CheckpointError: a checkpoint does not fit the model, or checkpoints
+      exist but none can be read.
+  """
+  failures = []
+  for path in training_checkpoints(model_dir):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError) as e:
+      raise CheckpointError(
+          f"{path} does not fit the model ({_first_line(e)}): the configuration differs from "
+          f"the one that wrote it (its config is in {model_dir}/config-<step>.gin); use "
+          "another --model_dir, or the same configuration") from None
+    except (tf.errors.OpError, IndexError, OSError) as e:  # IndexError: "Read less bytes"
+      reason = _first_line(e)
+      failures.append(f"{path}: {reason}")
+      logging.warning("cannot restore %s (%s); trying the checkpoint before it", path, reason)
+      continue
+    if failures:
+      logging.warning("resumed from %s instead of the newer, unreadable checkpoint(s): %s", path,
+                      "; ".join(failures))
+    return path
+  if failures:
+    raise CheckpointError(f"no checkpoint of {model_dir} can be restored: " + "; ".join(failures)
+                          + ". Move the unreadable files aside (or use another --model_dir).")
+  return None
 
 
 def init_backbone(model, path):

@@ -14,10 +14,20 @@
 * one call of the tf.function runs ``steps_per_loop`` steps (a ``tf.range``
   loop); everything below happens on the host between calls, at loop
   boundaries;
-* the reduced losses are checked on the host: a NaN or Inf stops the run
-  with `NonFiniteLossError` naming the step and the losses (inside a loop the
-  first non-finite step ends it); the bad state is never saved, so
-  ``model_dir`` keeps the last good checkpoint;
+* the reduced losses are checked on the host (`loss_monitor.LossMonitor`): a
+  NaN or Inf stops the run with `NonFiniteLossError` naming the step, the
+  losses and the last safe checkpoint (inside a loop the first non-finite
+  step ends it); a checkpoint is written only after a step whose losses are
+  finite and whose total is within `loss_explosion_factor` of the running
+  median of the healthy ones, so every checkpoint in ``model_dir`` is safe to
+  resume from; a loss that stays exploded stops the run
+  (`LossExplosionError`);
+* SIGINT (Ctrl-C) and SIGTERM (preemption) end the run after the current
+  step with a checkpoint of it (when safe) and `TrainingInterrupted` naming
+  it; under several workers (where saving is collective) they end it without
+  one, the last periodic checkpoint being the safe one;
+* a resume whose latest checkpoint is unreadable (truncated, empty) names the
+  file and falls back to the previous one, with a warning;
 * TensorBoard scalars (each loss, learning rate, images/s, step time) go to
   ``model_dir/train``, and optionally images of the model's predictions on a
   fixed batch (`tfdet.training.summaries`); console lines with an ETA go to
@@ -35,6 +45,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 
 import keras
@@ -43,12 +54,25 @@ from absl import logging
 
 from tfdet.modeling.losses import TOTAL_LOSS
 from tfdet.training import checkpoints, summaries
+from tfdet.training.loss_monitor import LossExplosionError, LossMonitor, NonFiniteLossError
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+__all__ = ["LossExplosionError", "NonFiniteLossError", "Trainer", "TrainingInterrupted",
+           "is_chief", "make_strategy"]
 
 
-class NonFiniteLossError(FloatingPointError):
-  """A loss became NaN or Inf (the message names the step and the losses)."""
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGINT or SIGTERM ended the run (the message names the checkpoint to resume from).
+
+  Attributes:
+    signum: the signal's number.
+    checkpoint: the checkpoint that holds the interrupted run's state, or None.
+  """
+
+  def __init__(self, message, *, signum, checkpoint):
+    super().__init__(message)
+    self.signum = signum
+    self.checkpoint = checkpoint
 
 
 def make_strategy(kind="auto"):
@@ -139,13 +163,18 @@ class Trainer:
       ``distribute_datasets_from_function``'s DistributedIterator; see
       ``benchmarks/bench_train_step.py``), else the distributed data set;
       "always": the distributed data set in every case.
+    loss_explosion_factor, loss_explosion_patience: `LossMonitor`'s factor
+      and patience (None disables each).
+    heartbeat: None, or a callable run at every log interval (the run lock's
+      refresh).
   """
 
   def __init__(self, *, model_fn, loss_fn, dataset_fn, optimizer_fn, model_dir, total_steps,
                global_batch_size, strategy="auto", seed=None, steps_per_loop=1,
                checkpoint_interval=1000, max_to_keep=5, summary_interval=20, log_interval=20,
                image_summary_interval=0, image_summary_fn=None, image_summary_dataset_fn=None,
-               init_checkpoint=None, total_loss_key=TOTAL_LOSS, distributed_input="auto"):
+               init_checkpoint=None, total_loss_key=TOTAL_LOSS, distributed_input="auto",
+               loss_explosion_factor=10.0, loss_explosion_patience=20, heartbeat=None):
     self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     self.model_dir = model_dir
     self.total_steps = int(total_steps)
@@ -164,6 +193,8 @@ class Trainer:
     self.loss_fn = loss_fn
     self.total_loss_key = total_loss_key
     self.chief = is_chief(self.strategy)
+    # Several workers save collectively: a signal that reaches one cannot make all save.
+    self.multi_worker = getattr(self.strategy, "cluster_resolver", None) is not None
     with self.strategy.scope():
       self.model = model_fn()
       self.optimizer = optimizer_fn()
@@ -179,13 +210,14 @@ class Trainer:
                                                             resolver.task_id)
     self.manager = checkpoints.make_manager(self.checkpoint, self._save_dir,
                                             step_counter=self.step, max_to_keep=max_to_keep)
-    latest = tf.train.latest_checkpoint(model_dir)
+    latest = checkpoints.restore_newest_readable(self.checkpoint, model_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info("resumed from %s at step %d", latest, int(self.step.numpy()))
     elif init_checkpoint:
       checkpoints.init_backbone(self.model, init_checkpoint)
     self.restored_from = latest
+    self.monitor = LossMonitor(factor=loss_explosion_factor, patience=loss_explosion_patience)
+    self.heartbeat = heartbeat
     self.start_step = int(self.step.numpy())
     self.input_seed = checkpoints.input_seed(seed, self.start_step)
     logging.info("input pipeline seed %s (base seed %s, start step %d)%s", self.input_seed, seed,
@@ -194,7 +226,7 @@ class Trainer:
     if distributed_input not in ("auto", "always"):
       raise ValueError(f"distributed_input must be 'auto' or 'always', got {distributed_input!r}")
     if (distributed_input == "auto" and self.strategy.num_replicas_in_sync == 1
-        and getattr(self.strategy, "cluster_resolver", None) is None):
+        and not self.multi_worker):
       # The step function reads a plain iterator just as it reads a distributed one.
       self.dataset = dataset_fn(tf.distribute.InputContext(), self.input_seed)
     else:
@@ -271,8 +303,26 @@ class Trainer:
     for i, pixels in enumerate(self.image_summary_fn(self.model, self.image_batch)):
       summaries.image(f"predictions/{i}", pixels, step)
 
+  def _safe_checkpoint(self):
+    """The newest checkpoint this run or its predecessors saved (all are safe)."""
+    return self.manager.latest_checkpoint or self.restored_from
+
+  def _run_steps(self, step):
+    """One call of the step function: up to steps_per_loop steps; returns the losses."""
+    if self.steps_per_loop == 1:
+      result = self._train_step(self.iterator)
+    else:
+      num_steps = min(self.steps_per_loop, self.total_steps - step)
+      result = self._train_loop(self.iterator, tf.constant(num_steps, tf.int32))
+    return {k: float(v) for k, v in result.items()}
+
   def train(self):
-    """Runs until `total_steps`; returns the last step's losses (floats)."""
+    """Runs until `total_steps`; returns the last step's losses (floats).
+
+    Raises:
+      NonFiniteLossError, LossExplosionError: the losses went bad (module docstring).
+      TrainingInterrupted: SIGINT or SIGTERM; the run's state is in its `checkpoint`.
+    """
     step = int(self.step.numpy())
     if step >= self.total_steps:
       logging.info("nothing to do: step %d >= total_steps %d", step, self.total_steps)
@@ -285,25 +335,15 @@ class Trainer:
     # Rates leave out the first call (it traces): step time sums, wall clock since it ended.
     timed_steps, timed_seconds, wall_start = 0, 0.0, None
     losses = {}
+    signals = _SignalCatcher()
     try:
       while step < self.total_steps:
         prev = step
         t = time.time()
-        num_steps = min(self.steps_per_loop, self.total_steps - step)
-        if self.steps_per_loop == 1:
-          result = self._train_step(self.iterator)
-        else:
-          result = self._train_loop(self.iterator, tf.constant(num_steps, tf.int32))
-        losses = {k: float(v) for k, v in result.items()}
+        losses = self._run_steps(step)
         step = int(self.step.numpy())
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-          last = self.manager.latest_checkpoint or tf.train.latest_checkpoint(self.model_dir)
-          raise NonFiniteLossError(
-              f"non-finite loss at step {step} (iteration {step - 1}): "
-              + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-              + f"; all losses: {losses}; the state after this step was not saved; "
-              f"last good checkpoint: {last}")
+        safe, unsafe_reason = self.monitor.check(losses, self.total_loss_key, step=step,
+                                                 safe_checkpoint=self._safe_checkpoint())
         step_time = (time.time() - t) / (step - prev)
         if wall_start is None:
           wall_start = time.time()
@@ -333,13 +373,60 @@ class Trainer:
           logging.info("step %d/%d  %s  lr %.6g  %.3fs/step  %.1f img/s  eta %s", step,
                        self.total_steps, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
                        lr, avg, images_per_second, _format_eta(wall * (self.total_steps - step)))
-        if _crossed(prev, step, self.checkpoint_interval) or done:
-          self._save(step)
+          if self.heartbeat is not None:
+            self.heartbeat()
+        on_signal = signals.received is not None and not self.multi_worker
+        if _crossed(prev, step, self.checkpoint_interval) or done or on_signal:
+          if safe:
+            self._save(step)
+          else:
+            logging.warning("no checkpoint at step %d: %s; the last safe one is %s", step,
+                            unsafe_reason, self._safe_checkpoint())
+        if signals.received and not done:
+          self._interrupted(signals.received, step, safe)
     finally:
+      signals.restore()
       writer.close()
       if not self.chief:
         shutil.rmtree(self._save_dir, ignore_errors=True)
     return losses
+
+  def _interrupted(self, signum, step, saved):
+    """Raises `TrainingInterrupted` after a signal (the checkpoint was just written if safe)."""
+    name = signal.Signals(signum).name
+    path = self._safe_checkpoint()
+    if saved and not self.multi_worker:
+      what = f"the state after step {step} is saved in {path}"
+    else:
+      what = f"the last safe checkpoint is {path}" if path else "no checkpoint was saved"
+    raise TrainingInterrupted(
+        f"{name} at step {step}/{self.total_steps}: {what}; rerun the same command to resume",
+        signum=signum, checkpoint=path)
+
+
+class _SignalCatcher:
+  """Catches SIGINT and SIGTERM (main thread only) until `restore`; `received` is the first."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread: signals stay as they are
+        break
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is None:
+      logging.warning("%s received: stopping after the current step",
+                      signal.Signals(signum).name)
+      self.received = signum
+
+  def restore(self):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
 
 
 def _all_finite(losses):
