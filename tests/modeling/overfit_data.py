@@ -1,10 +1,14 @@
 """A handful of hand-drawn images with polygons, boxes and a COCO json, and the
 training loop of the detectors' overfitting tests (no files, no pipeline)."""
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
 from tfdet.data import keys
+from tfdet.evaluation import coco as coco_eval
+from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.losses import TOTAL_LOSS
 
 PIXEL_MEANS = np.array([102.9801, 115.9465, 122.7717], np.float32)
@@ -110,3 +114,27 @@ def window_means(history, name, size=10):
   """Means of loss `name` over consecutive windows of `size` steps."""
   values = [h[name] for h in history]
   return [float(np.mean(values[i:i + size])) for i in range(0, len(values), size)]
+
+
+def coco_results(outputs, scene_ids, *, convention, pasted_masks=None):
+  """COCO results of a detector's inference outputs on the scenes (class id = category id).
+
+  Args:
+    outputs: the detector's output dict for the batch of `scene_ids`.
+    pasted_masks: None, or [B, D, SIZE, SIZE] masks pasted into the images.
+  """
+  results = []
+  for i, image_id in enumerate(scene_ids):
+    results += coco_eval.detections_to_coco(
+        image_id, np.asarray(outputs[out.DETECTION_BOXES][i]),
+        np.asarray(outputs[out.DETECTION_SCORES][i]), np.asarray(outputs[out.DETECTION_CLASSES][i]),
+        np.asarray(outputs[out.NUM_DETECTIONS][i]), class_to_category={1: 1, 2: 2},
+        convention=convention, masks=None if pasted_masks is None else pasted_masks[i])
+  return results
+
+
+def ground_truth(coco, path):
+  """Writes the scenes' COCO json to `path` and loads it with pycocotools."""
+  with open(path, "w") as f:
+    json.dump(coco, f)
+  return coco_eval.load_ground_truth(str(path))

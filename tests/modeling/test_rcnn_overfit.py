@@ -10,7 +10,6 @@ hundred steps; the real configurations use Detectron's frozen BN.
 """
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -72,20 +71,7 @@ def _coco_results(model, batch, with_masks):
     pasted = mask_ops.paste_masks(outputs[out.DETECTION_MASKS], outputs[out.DETECTION_BOXES],
                                   overfit_data.SIZE, overfit_data.SIZE,
                                   convention="detectron").numpy()
-  results = []
-  for i, image_id in enumerate(SCENES):
-    results += coco_eval.detections_to_coco(
-        image_id, outputs[out.DETECTION_BOXES][i].numpy(),
-        outputs[out.DETECTION_SCORES][i].numpy(), outputs[out.DETECTION_CLASSES][i].numpy(),
-        outputs[out.NUM_DETECTIONS][i].numpy(), class_to_category={1: 1, 2: 2},
-        convention="detectron", masks=None if pasted is None else pasted[i])
-  return results
-
-
-def _ground_truth(tmp_path, coco):
-  path = tmp_path / "gt.json"
-  path.write_text(json.dumps(coco))
-  return coco_eval.load_ground_truth(str(path))
+  return overfit_data.coco_results(outputs, SCENES, convention="detectron", pasted_masks=pasted)
 
 
 # COCO AP on the three training images after 150 steps, as measured (TF 2.21, CPU; the
@@ -128,7 +114,7 @@ def test_detector_overfits(tmp_path, heads, use_fpn, steps):
     _assert_falls(history, name)
   _assert_box_regression_learns(history)
   measured = MEASURED[(heads, use_fpn)]
-  gt = _ground_truth(tmp_path, coco)
+  gt = overfit_data.ground_truth(coco, tmp_path / "gt.json")
   stats, summary = coco_eval.evaluate(gt, _coco_results(model, batch, heads == "mask"), "bbox")
   _assert_ap(stats, measured["bbox"], summary)
   if "soft" in measured:

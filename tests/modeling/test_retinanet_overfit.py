@@ -7,7 +7,6 @@ on the same images passes a threshold. The trained model is then exported
 and served in a fresh process that never imports tfdet.
 """
 
-import json
 
 import numpy as np
 import pytest
@@ -43,17 +42,8 @@ def _tiny(convention, implementation="custom"):
 
 
 def _box_ap(model, batch, coco, tmp_path, convention):
-  outputs = model(batch, training=False)
-  results = []
-  for i, image_id in enumerate(SCENES):
-    results += coco_eval.detections_to_coco(
-        image_id, outputs[out.DETECTION_BOXES][i].numpy(),
-        outputs[out.DETECTION_SCORES][i].numpy(), outputs[out.DETECTION_CLASSES][i].numpy(),
-        outputs[out.NUM_DETECTIONS][i].numpy(), class_to_category={1: 1, 2: 2},
-        convention=convention)
-  path = tmp_path / "gt.json"
-  path.write_text(json.dumps(coco))
-  return coco_eval.evaluate(coco_eval.load_ground_truth(str(path)), results, "bbox")
+  results = overfit_data.coco_results(model(batch, training=False), SCENES, convention=convention)
+  return coco_eval.evaluate(overfit_data.ground_truth(coco, tmp_path / "gt.json"), results, "bbox")
 
 
 @pytest.fixture(scope="module")
