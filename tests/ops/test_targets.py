@@ -138,13 +138,37 @@ def test_roi_sampling_by_hand():
       assert valid.sum() == 5  # proposal 3 has IoU 0 with gt 0 -> background
     assert (labels[valid & ~s.is_fg.numpy()[0]] == 0).all()
     assert not valid[-1]
-    # Targets encode each fg RoI onto gt 0 (or the crowd box) in original coordinates.
+    # Targets encode each fg RoI onto gt 0 in original coordinates: also proposal 3, whose
+    # best match is the crowd box (Detectron regresses onto the best non-crowd gt).
     for row, roi in zip(np.nonzero(s.is_fg.numpy()[0])[0], fg_rows, strict=True):
-      g = gt[0, s.matched_gt.numpy()[0, row]]
+      g = gt[0, 0]
       scale = 0.5 if mode == "detectron" else 1.0
       expect = box_ops.encode(tf.constant(g * scale), tf.constant(roi * scale),
                               weights=(10.0, 10.0, 5.0, 5.0), convention="detectron")
       np.testing.assert_allclose(s.box_targets.numpy()[0, row], expect.numpy(), atol=1e-5)
+
+
+def test_roi_matched_to_a_crowd_box_regresses_onto_the_best_non_crowd_box():
+  # gt A [0, 0, 99, 99] (class 3), B [100, 0, 199, 99] (class 5), crowd C [50, 0, 149, 99]
+  # (class 7). Proposal [60, 0, 159, 99] has (+1) IoU 9000 / 11000 = 0.82 with C, 6000 / 14000
+  # = 0.43 with B and 4000 / 16000 = 0.25 with A. Detectron: foreground of C's class, its
+  # regression target onto B (roidb._compute_targets); modern: C cannot match, 0.43 < 0.5 ->
+  # background.
+  gt = np.array([[[0, 0, 99, 99], [100, 0, 199, 99], [50, 0, 149, 99]]], np.float32)
+  proposal = np.array([[[60, 0, 159, 99]]], np.float32)
+  args = (proposal, np.ones([1, 1], bool), gt, np.array([[3, 5, 7]]), np.ones([1, 3], bool),
+          np.array([[False, False, True]]), np.array([1.0]))
+  s = roi_sampling.sample_rois(*args, convention="detectron", mode="detectron",
+                               batch_size_per_image=4, fg_fraction=1.0, seed=tf.constant([1, 1]))
+  row = int(np.nonzero((s.rois.numpy()[0] == proposal[0, 0]).all(1) & s.valid.numpy()[0])[0][0])
+  assert s.is_fg.numpy()[0, row] and s.labels.numpy()[0, row] == 7
+  expect = box_ops.encode(tf.constant(gt[0, 1]), tf.constant(proposal[0, 0]),
+                          weights=(10.0, 10.0, 5.0, 5.0), convention="detectron")
+  np.testing.assert_allclose(s.box_targets.numpy()[0, row], expect.numpy(), atol=1e-5)
+  m = roi_sampling.sample_rois(*args, convention="detectron", mode="modern",
+                               batch_size_per_image=4, fg_fraction=1.0, seed=tf.constant([1, 1]))
+  row = int(np.nonzero((m.rois.numpy()[0] == proposal[0, 0]).all(1) & m.valid.numpy()[0])[0][0])
+  assert not m.is_fg.numpy()[0, row] and m.labels.numpy()[0, row] == 0
 
 
 def test_roi_sampling_foreground_quota_binds():
