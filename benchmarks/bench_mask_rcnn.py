@@ -1,14 +1,15 @@
 """Full-size R-CNN models on this machine: parameter counts and step times.
 
-  python benchmarks/bench_mask_rcnn.py                 # step times, R-50-FPN Mask R-CNN
-  python benchmarks/bench_mask_rcnn.py --param_counts  # every backbone x C4/FPN x heads
+  python benchmarks/bench_mask_rcnn.py                    # step times, R-50-FPN Mask R-CNN
+  python benchmarks/bench_mask_rcnn.py --heads=keypoint   # ... Keypoint R-CNN (2 classes)
+  python benchmarks/bench_mask_rcnn.py --param_counts     # every backbone x C4/FPN x heads
 
 Step times: one training step (forward, Detectron's losses, backward, SGD
-update) and one inference step (forward to detections and 28x28 masks) of
-Mask R-CNN R-50-FPN on one 800x1333 image (padded to 800x1344), as
-tf.functions after a warm-up, median of --runs runs. The "custom" rows use
-the compiled RoIAlign and proposal ops, "reference" (with --with_reference)
-the pure-TF ones.
+update) and one inference step (forward to detections and 28x28 masks, or
+56x56 keypoint heatmaps decoded into keypoints) of the R-50-FPN model on one
+800x1333 image (padded to 800x1344) with 8 objects, as tf.functions after a
+warm-up, median of --runs runs. The "custom" rows use the compiled RoIAlign
+and proposal ops, "reference" (with --with_reference) the pure-TF ones.
 """
 
 import argparse
@@ -37,12 +38,17 @@ def _batch(height=800, width=1344, valid_width=1333, instances=8):
     polys[0, i, :4] = [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
     ids[0, i, :4] = 0
   valid = np.arange(m)[None] < instances
+  kps = np.zeros([1, m, 17, 3], np.float32)  # 17 visible keypoints inside each box
+  kps[0, :instances, :, :2] = boxes[0, :instances, None, :2] + rng.uniform(
+      0, 1, [instances, 17, 2]) * (boxes[0, :instances, None, 2:] - boxes[0, :instances, None, :2])
+  kps[0, :instances, :, 2] = 2
   return {
       keys.IMAGES: tf.constant(rng.normal(0, 50, [1, height, width, 3]).astype(np.float32)),
       keys.IMAGE_INFO: tf.constant([[height, valid_width, 1.6667, 480.0, 800.0]], tf.float32),
       keys.GT_BOXES: tf.constant(boxes), keys.GT_CLASSES: tf.constant(valid.astype(np.int32)),
       keys.GT_VALID: tf.constant(valid), keys.GT_IS_CROWD: tf.constant(np.zeros([1, m], bool)),
       keys.GT_POLYGONS: tf.constant(polys), keys.GT_POLYGON_IDS: tf.constant(ids),
+      keys.GT_KEYPOINTS: tf.constant(kps),
   }
 
 
@@ -57,8 +63,9 @@ def _median_ms(fn, runs):
   return float(np.median(times))
 
 
-def step_times(implementation, runs):
-  model = builders.build_rcnn(heads="mask", use_fpn=True, implementation=implementation)
+def step_times(implementation, runs, heads="mask"):
+  model = builders.build_rcnn(heads=heads, use_fpn=True, implementation=implementation,
+                              num_classes=2 if heads == "keypoint" else 81)
   batch = _batch()
   model(batch, training=False)
   optimizer = tf.keras.optimizers.SGD(learning_rate=0.001, momentum=0.9)
@@ -84,9 +91,13 @@ def param_counts():
     for use_fpn in (True, False):
       shared = None
       for heads in builders.HEADS:
-        model = builders.build_rcnn(heads=heads, use_fpn=use_fpn, backbone=shared, **kwargs)
+        if heads == "keypoint" and not use_fpn:
+          continue  # Detectron's keypoint models are FPN only
+        model = builders.build_rcnn(heads=heads, use_fpn=use_fpn, backbone=shared,
+                                    num_classes=2 if heads == "keypoint" else 81, **kwargs)
         shared = model.backbone
-        parts = [model.backbone, model.rpn_head, model.box_head, model.mask_head]
+        parts = [model.backbone, model.rpn_head, model.box_head, model.mask_head,
+                 model.keypoint_head]
         total = sum(p.count_params() for p in parts if p is not None)
         trainable = sum(int(np.prod(w.shape)) for p in parts if p is not None
                         for w in p.trainable_weights)
@@ -102,16 +113,19 @@ def main():
   parser.add_argument("--with_reference", action="store_true",
                       help="also time the pure-TF reference ops (slow, ~10 GB of memory)")
   parser.add_argument("--param_counts", action="store_true")
+  parser.add_argument("--heads", choices=("mask", "keypoint"), default="mask",
+                      help="Mask R-CNN (81 classes) or Keypoint R-CNN (2 classes)")
   args = parser.parse_args()
   if args.param_counts:
     param_counts()
     return
   impls = ["custom"] + (["reference"] if args.with_reference else [])
-  print(f"Mask R-CNN R-50-FPN, 1 image 800x1333 (padded 800x1344), CPU threads: "
+  family = {"mask": "Mask R-CNN", "keypoint": "Keypoint R-CNN"}[args.heads]
+  print(f"{family} R-50-FPN, 1 image 800x1333 (padded 800x1344), CPU threads: "
         f"{os.cpu_count()}, median of {args.runs}")
   print(f"{'ops':10s} {'train step ms':>14s} {'inference ms':>14s}")
   for impl in impls:
-    train_ms, infer_ms = step_times(impl, args.runs)
+    train_ms, infer_ms = step_times(impl, args.runs, args.heads)
     print(f"{impl:10s} {train_ms:14.0f} {infer_ms:14.0f}")
 
 

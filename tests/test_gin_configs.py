@@ -78,6 +78,34 @@ def _model(heads, body):
   return {"builders.build_rcnn.heads": heads, **DETECTRON, **(FPN if body == "fpn" else C4)}
 
 
+# Detectron's two-stage recipe: no RPN, the shards' proposals (TRAIN / TEST.PROPOSAL_LIMIT).
+PRECOMPUTED = {
+    "builders.build_rcnn.proposals": "precomputed",
+    "train/inputs.build_input.with_proposals": True,
+    "train/inputs.build_input.max_proposals": 2000,
+    "eval/pipeline.build_dataset.with_proposals": True,
+    "eval/pipeline.build_dataset.max_proposals": 1000,
+}
+# Detectron's e2e_keypoint_rcnn_R-50-FPN (KRCNN.*): person only, 8 convs of 512 on 14x14
+# RoIs, 56x56 heatmaps, training on images with a visible keypoint.
+KEYPOINT = {
+    **_model("keypoint", "fpn"),
+    "builders.build_rcnn.num_classes": 2,
+    "builders.build_rcnn.keypoint_num_convs": 8,
+    "builders.build_rcnn.keypoint_conv_dim": 512,
+    "builders.build_rcnn.keypoint_settings.num_keypoints": 17,
+    "builders.build_rcnn.keypoint_settings.roi_size": 14,
+    "builders.build_rcnn.keypoint_settings.sampling_ratio": 2,
+    "builders.build_rcnn.keypoint_settings.heatmap_size": 56,
+    "builders.build_rcnn.keypoint_settings.rois_per_image": 128,
+    "builders.build_rcnn.keypoint_settings.fg_thresh": 0.5,
+    "builders.build_rcnn.keypoint_settings.loss_weight": 1.0,
+    "builders.build_rcnn.keypoint_settings.normalize_by_visible": True,
+    "builders.build_rcnn.keypoint_settings.min_visible_keypoints": 20,
+    "train/inputs.build_input.keypoints_only": True,
+}
+
+
 def _backbone(depth, groups, width, stride_in_1x1):
   return {"builders.build_rcnn.depth": depth, "builders.build_rcnn.num_groups": groups,
           "builders.build_rcnn.width_per_group": width,
@@ -165,6 +193,19 @@ SETTINGS = {
         "builders.build_rcnn.roi_settings.box_voting_threshold": 0.9,
         "builders.build_rcnn.roi_settings.box_voting_scoring": "ID",
     }, (RCNN, "mask", True)),
+    # Multi-scale training jitter (Detectron's keypoint rows), over the solver's 800.
+    "data/train_scales_640-800.gin": (
+        ("models/keypoint_rcnn_fpn.gin", "training/detectron_solver.gin"),
+        {"train/inputs.build_input.scales": (640, 672, 704, 736, 768, 800),
+         "train/inputs.build_input.max_size": 1333}, None),
+    "models/fast_rcnn_c4.gin": ((), {**_model("faster", "c4"), **PRECOMPUTED},
+                                (RCNN, "faster", False)),
+    "models/fast_rcnn_fpn.gin": ((), {**_model("faster", "fpn"), **PRECOMPUTED},
+                                 (RCNN, "faster", True)),
+    "models/keypoint_rcnn_fpn.gin": ((), KEYPOINT, (RCNN, "keypoint", True)),
+    # Over a model file: Mask R-CNN's two-stage rows (mask_rcnn_*), and keypoint_rcnn_*.
+    "models/precomputed_proposals.gin": (MASK_FPN, {**_model("mask", "fpn"), **PRECOMPUTED},
+                                         (RCNN, "mask", True)),
     "models/faster_rcnn_c4.gin": ((), _model("faster", "c4"), (RCNN, "faster", False)),
     "models/faster_rcnn_fpn.gin": ((), _model("faster", "fpn"), (RCNN, "faster", True)),
     "models/mask_rcnn_c4.gin": ((), _model("mask", "c4"), (RCNN, "mask", False)),
@@ -318,23 +359,31 @@ def test_every_gin_file_binds_its_settings(path):
       assert got == value and type(got) is type(value), (selector, got, value)
 
 
-def _dummy_batch(size):
-  return {keys.IMAGES: tf.zeros([1, size, size, 3]),
-          keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32)}
+def _dummy_batch(size, proposals=False):
+  batch = {keys.IMAGES: tf.zeros([1, size, size, 3]),
+           keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32)}
+  if proposals:  # three boxes and a padding row
+    batch[keys.PROPOSALS] = tf.constant([[[0, 0, 30, 30], [10, 5, 50, 60], [2, 2, 63, 63],
+                                          [0, 0, 0, 0]]], tf.float32)
+    batch[keys.PROPOSAL_SCORES] = tf.constant([[0.9, 0.8, 0.7, 0.0]])
+    batch[keys.PROPOSALS_VALID] = tf.constant([[True, True, True, False]])
+  return batch
 
 
 @pytest.mark.parametrize("path", sorted(p for p, row in SETTINGS.items() if row[2]))
 def test_every_model_config_builds_and_runs(path):
   bases, expected, (builder, heads, use_fpn) = SETTINGS[path]
   # Tiny: one block per stage at a quarter width (X-101-64x4d's 64 groups keep a channel
-  # each), narrow FPN and heads, and C4's res5 head on 100 test proposals instead of 1000;
-  # the quickstarts' models are small already and are built as shipped.
+  # each), narrow FPN and heads (the keypoint head 32 wide), and C4's res5 head on 100
+  # test proposals instead of 1000; the quickstarts' models are small already and are
+  # built as shipped.
   tiny = []
   if not path.startswith("quickstart/"):
     tiny = [f"{builder}.{name} = {value}" for name, value in (
         ("stage_blocks", (1, 1, 1, 1)), ("width_divisor", 4), ("fpn_channels", 32))]
   if builder == RCNN and not path.startswith("quickstart/"):
-    tiny += [f"{RCNN}.mlp_dim = 64", f"{RCNN}.mask_conv_dim = 32"]
+    tiny += [f"{RCNN}.mlp_dim = 64", f"{RCNN}.mask_conv_dim = 32",
+             f"{RCNN}.keypoint_conv_dim = 32"]
   if not use_fpn:
     tiny += ["config.c4_rpn_settings.post_nms_top_n_test = 100",
              "config.c4_rpn_settings.collect_top_n_test = 100"]
@@ -344,10 +393,12 @@ def test_every_model_config_builds_and_runs(path):
   assert model.convention == bound.get("convention", "detectron")
   assert model.backbone.get_layer("res2_0_branch2b").groups == bound.get("num_groups", 1)
   divisor = gin_files.bindings(pipeline.build_dataset, scope="eval").get("size_divisibility", 1)
-  outputs = model(_dummy_batch(max(64, divisor)), training=False)
+  precomputed = bound.get("proposals", "rpn") == "precomputed"
+  outputs = model(_dummy_batch(max(64, divisor), precomputed), training=False)
   assert (out.PROPOSALS in outputs) == (builder == RCNN)
   assert (out.DETECTION_BOXES in outputs) == (heads != "rpn")
   assert (out.DETECTION_MASKS in outputs) == (heads == "mask")
+  assert (out.DETECTION_KEYPOINTS in outputs) == (heads == "keypoint")
   if heads != "rpn":
     n = int(outputs[out.NUM_DETECTIONS][0])
     assert np.isfinite(outputs[out.DETECTION_BOXES].numpy()[0, :n]).all()
@@ -355,19 +406,26 @@ def test_every_model_config_builds_and_runs(path):
     return
   assert model.sampling == bound.get("sampling", "detectron")
   assert model.aligned_roi == bound.get("aligned_roi", False)
-  assert (len(model.rpn_levels), model.num_classes) == (5 if use_fpn else 1,
-                                                        bound.get("num_classes", 81))
-  if "roi_settings" in bound:
-    assert model.roi_settings == bound["roi_settings"]
-  if not use_fpn:
+  assert (model.rpn_head is None) == precomputed == model.reads_precomputed_proposals
+  assert (len(model.rpn_levels), model.num_classes) == (
+      0 if precomputed else 5 if use_fpn else 1, bound.get("num_classes", 81))
+  if "roi_settings" in bound:  # an RPN-only model has no RoI head to take them
+    assert model.roi_settings == (None if heads == "rpn" else bound["roi_settings"])
+  if not use_fpn and not precomputed:
     assert model.rpn_settings.pre_nms_top_n_test == 6000  # C4's, with 100 kept (above)
     assert model.rpn_settings.post_nms_top_n_test == 100
   for selector, value in expected.items():
-    if selector.startswith(f"{RCNN}.roi_settings."):
+    if selector.startswith(f"{RCNN}.roi_settings.") and heads != "rpn":
       assert getattr(model.roi_settings, selector.split(".")[-1]) == value, selector
   if heads == "mask":
     m = model.roi_settings.mask_resolution
     assert outputs[out.DETECTION_MASKS].shape[2:] == (m, m) == ((28, 28) if use_fpn else (14, 14))
+  if heads == "keypoint":
+    assert model.keypoint.settings == bound["keypoint_settings"]
+    assert outputs[out.DETECTION_KEYPOINTS].shape[2:] == (17, 3)
+    heatmaps = model.keypoint_heatmaps(_dummy_batch(max(64, divisor)),
+                                       outputs[out.DETECTION_BOXES])
+    assert heatmaps.shape[2:] == (56, 56, 17)
 
 
 # ------------------------------------------------------------- other behaviour

@@ -409,8 +409,11 @@ def _load_detector():
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
   model, _, _ = checkpoints.load_for_inference(gin_files.detector_spec(), FLAGS.model_dir,
                                                FLAGS.checkpoint)
-  module = serving.DetectionModule(model, **gin_files.eval_preprocessing(
-      scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
+  try:
+    module = serving.DetectionModule(model, **gin_files.eval_preprocessing(
+        scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
+  except serving.NotServableError as e:
+    sys.exit(f"tfdet.infer: {e}")
   # The closure keeps `module` alive: its tf.function methods hold it only weakly.
   return (lambda encoded: module.serve_bytes(encoded)), model.convention
 

@@ -1,9 +1,10 @@
 """A stand-in keypoint detector for tests: the tiny model plus keypoints computed from its boxes.
 
-tfdet has no keypoint head yet; these tests exercise everything downstream
-of one (evaluation, export, infer) with a model whose `detection_keypoints`
-are a fixed function of its other outputs, so every consumer's result can be
-predicted exactly (`expected_keypoints`).
+These tests exercise everything downstream of a keypoint head (evaluation,
+export, infer) with a model whose `detection_keypoints` are a fixed function
+of its other outputs, so every consumer's result can be predicted exactly
+(`expected_keypoints`); the real head is tested in
+tests/modeling/test_keypoint_rcnn.py and test_keypoint_overfit.py.
 """
 
 import keras

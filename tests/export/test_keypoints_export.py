@@ -126,3 +126,28 @@ def test_draw_detections_draws_keypoints_of_shown_detections():
 def test_skeleton_is_cocos():
   # The skeleton the synthetic data set writes into person_keypoints json (1-based).
   assert visualization.COCO_SKELETON == tuple((a - 1, b - 1) for a, b in synthetic.SKELETON)
+
+
+def test_a_keypoint_rcnn_exports_its_heatmap_keypoints(tmp_path):
+  # The real head: heatmaps decoded in the graph (bicubic resize and argmax per detection)
+  # serve, in a process without tfdet, what the model computes in process.
+  tf.keras.utils.set_random_seed(0)
+  model = tiny.tiny_model(heads="keypoint", num_classes=2)
+  export_dir = str(tmp_path / "saved_model")
+  module = serving.export_saved_model(model, export_dir, **tiny.PREPROCESSING)
+  image = np.random.default_rng(1).integers(0, 255, size=(90, 130, 3), dtype=np.uint8)
+  report, served = fresh_process.run_signatures(export_dir, image, tmp_path, report=_SPECS)
+  assert not report["tfdet_imported"]
+  expected = model(module.preprocess(tf.constant(image)), training=False)
+  n = int(expected[out.NUM_DETECTIONS][0])
+  assert n > 0
+  for name in ("serving_default", serving.BYTES_SIGNATURE, serving.TF_EXAMPLE_SIGNATURE):
+    assert int(served[f"{name}/{out.NUM_DETECTIONS}"][0]) == n
+    kps = served[f"{name}/{out.DETECTION_KEYPOINTS}"][0, :n]
+    np.testing.assert_allclose(kps, expected[out.DETECTION_KEYPOINTS][0, :n], atol=1e-2)
+    # In its box, whose sides count as at least 1 pixel (Detectron's max(w, 1)): a box
+    # clipped flat against the image's edge still gets its keypoints half a pixel in.
+    boxes = served[f"{name}/{out.DETECTION_BOXES}"][0, :n, None]
+    assert (kps[..., 0] >= boxes[..., 0]).all() and (kps[..., 1] >= boxes[..., 1]).all()
+    assert (kps[..., 0] <= np.maximum(boxes[..., 2], boxes[..., 0] + 1)).all()
+    assert (kps[..., 1] <= np.maximum(boxes[..., 3], boxes[..., 1] + 1)).all()

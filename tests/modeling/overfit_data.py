@@ -74,16 +74,22 @@ def make_batch(scene_ids, *, max_instances=4, max_vertices=8):
     valid.append(v)
     polys.append(p)
     ids.append(pid)
+  return _batch(images, scene_ids, SIZE, boxes, classes, valid,
+                **{keys.GT_POLYGONS: np.stack(polys), keys.GT_POLYGON_IDS: np.stack(ids)}), coco
+
+
+def _batch(images, scene_ids, size, boxes, classes, valid, **extra):
+  """The batch dict of square images at scale 1 with their gt rows (no crowd), as tensors."""
   n = len(scene_ids)
+  valid = np.stack(valid)
   batch = {
       keys.IMAGES: np.stack(images).astype(np.float32),
-      keys.IMAGE_INFO: np.array([[SIZE, SIZE, 1.0, SIZE, SIZE]] * n, np.float32),
+      keys.IMAGE_INFO: np.array([[size, size, 1.0, size, size]] * n, np.float32),
       keys.IMAGE_ID: np.array(scene_ids, np.int64),
-      keys.GT_BOXES: np.stack(boxes), keys.GT_CLASSES: np.stack(classes),
-      keys.GT_VALID: np.stack(valid), keys.GT_IS_CROWD: np.zeros((n, max_instances), bool),
-      keys.GT_POLYGONS: np.stack(polys), keys.GT_POLYGON_IDS: np.stack(ids),
+      keys.GT_BOXES: np.stack(boxes), keys.GT_CLASSES: np.stack(classes).astype(np.int32),
+      keys.GT_VALID: valid, keys.GT_IS_CROWD: np.zeros(valid.shape, bool), **extra,
   }
-  return {k: tf.constant(v) for k, v in batch.items()}, coco
+  return {k: tf.constant(v) for k, v in batch.items()}
 
 
 def train(model, batch, loss_fn, steps, lr):
@@ -138,3 +144,66 @@ def ground_truth(coco, path):
   with open(path, "w") as f:
     json.dump(coco, f)
   return coco_eval.load_ground_truth(str(path))
+
+
+# ------------------------------------------------------------- person scenes
+# Person figures (tfdet.data.synthetic_shapes.person: 17 COCO keypoints) on a plain
+# background, (hips' centre x, y, standing height) per person; none overlaps another and
+# every keypoint lies in the image (all visible, v = 2).
+PERSON_SIZE = 160
+PERSON_SCENES = [
+    [(45, 80, 110), (118, 85, 100)],
+    [(80, 78, 120)],
+    [(42, 92, 95), (120, 70, 105)],
+]
+
+
+def make_person_batch(scene_ids, *, max_instances=3):
+  """The batch dict (with keys.GT_KEYPOINTS) of some person scenes, plus COCO keypoint gt json.
+
+  Category 1 is "person" with COCO's 17 keypoints; boxes are the figures' mask boxes.
+  """
+  from tfdet.data import schema
+  from tfdet.data import synthetic_shapes as shapes
+
+  size = PERSON_SIZE
+  rng = np.random.default_rng(0)
+  images, boxes, valid, keypoints = [], [], [], []
+  coco = {"images": [], "annotations": [],
+          "categories": [{"id": 1, "name": "person", "keypoints": list(schema.KEYPOINT_NAMES),
+                          "skeleton": []}]}
+  for image_id in scene_ids:
+    img = shapes.background(rng, size, size, plain=True)
+    b = np.zeros((max_instances, 4), np.float32)
+    v = np.zeros((max_instances,), bool)
+    k = np.zeros((max_instances, 17, 3), np.float32)
+    coco["images"].append({"id": image_id, "width": size, "height": size,
+                           "file_name": f"person{image_id}.png"})
+    for n, (x, y, height) in enumerate(PERSON_SCENES[image_id]):
+      for _ in range(100):  # a pose with every keypoint at least 2 px inside the image
+        parts, kp = shapes.person(rng, (x, y), height)
+        if (kp >= 2).all() and (kp < size - 2).all():
+          break
+      else:
+        raise AssertionError(f"no pose of person {n} of scene {image_id} fits the image")
+      mask = shapes.rasterize(shapes.clip_polygons(parts, size, size), size, size)
+      shapes.paint(img, mask, rng, colour=rng.uniform(0, 80, 3), flat=True)
+      head = shapes.rasterize(shapes.clip_polygons(parts[-1:], size, size), size, size)
+      shapes.paint(img, head & mask, rng, colour=(230.0, 180.0, 140.0), flat=True)
+      ys, xs = np.nonzero(mask)
+      x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+      b[n] = [x1, y1, x2 - 1, y2 - 1]  # Detectron's xywh -> xyxy
+      v[n] = True
+      k[n, :, :2], k[n, :, 2] = kp, 2
+      coco["annotations"].append({
+          "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": 1,
+          "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+          "area": float(mask.sum()), "iscrowd": 0, "num_keypoints": 17,
+          "keypoints": [float(t) for t in k[n].reshape(-1)]})
+    rgb = np.clip(np.round(img), 0, 255).astype(np.float32)
+    images.append(rgb[..., ::-1] - PIXEL_MEANS)  # RGB drawing -> BGR minus means
+    boxes.append(b)
+    valid.append(v)
+    keypoints.append(k)
+  return _batch(images, scene_ids, size, boxes, valid, valid,
+                **{keys.GT_KEYPOINTS: np.stack(keypoints)}), coco

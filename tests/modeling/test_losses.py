@@ -90,3 +90,23 @@ def test_class_agnostic_mask_loss_reads_the_one_channel():
                           tf.constant([[True, True, False]]), class_agnostic=True)
   expected = (_bce_sum(0.5, 3, 1) + _bce_sum(-1.5, 1, 3)) / 8
   np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+
+
+def test_keypoint_loss_by_hand():
+  # 1 image, 2 RoIs, 2 x 2 heatmaps, 2 keypoints. RoI 0 keypoint 0: logits (0, 0, 0, ln 3)
+  # with the target at index 3 -> -log(3 / 6); keypoint 1 uniform, target 0 -> log 4.
+  # RoI 1: keypoint 0 counted (uniform -> log 4), keypoint 1 not.
+  logits = np.zeros([1, 2, 2, 2, 2], np.float32)  # [B, R, S, S, J]
+  logits[0, 0, 1, 1, 0] = math.log(3.0)  # y = 1, x = 1: flat index 3
+  logits[0, 1, 0, 1, 1] = 50.0  # not counted (weight 0)
+  targets = np.array([[[3, 0], [2, 1]]], np.int32)
+  weights = np.array([[[1, 1], [1, 0]]], np.float32)
+  total = -math.log(0.5) + 2 * math.log(4.0)
+  np.testing.assert_allclose(losses.keypoint_loss(logits, targets, weights).numpy(), total / 3,
+                             rtol=1e-6)
+  # KRCNN.NORMALIZE_BY_VISIBLE_KEYPOINTS False: over images * quota * keypoints = 1 * 4 * 2.
+  np.testing.assert_allclose(
+      losses.keypoint_loss(logits, targets, weights, normalize_by_visible=False,
+                           rois_per_image=4).numpy(), total / 8, rtol=1e-6)
+  # No counted keypoint: 0, not NaN.
+  assert losses.keypoint_loss(logits, targets, np.zeros_like(weights)).numpy() == 0.0

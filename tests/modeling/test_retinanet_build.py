@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tests.modeling.test_backbones import EXPECTED_PARAMS
+from tfdet.data import keys
 from tfdet.modeling.detectors import builders, spec
 from tfdet.modeling.detectors import outputs as out
 from tfdet.ops import anchors as anchor_ops
@@ -44,9 +45,8 @@ def test_full_size_parameter_counts(trunk):
 
 def test_levels_anchors_and_outputs_at_800x1344_reduced_width():
   model = builders.build_retinanet(width_divisor=8, fpn_channels=32, num_convs=1)
-  batch = spec.dummy_batch()
-  batch = {k: np.zeros([1, 800, 1344, 3], np.float32) if v.shape.rank == 4 else
-           np.array([[800, 1333, 1.0, 800, 1333]], np.float32) for k, v in batch.items()}
+  batch = {keys.IMAGES: np.zeros([1, 800, 1344, 3], np.float32),
+           keys.IMAGE_INFO: np.array([[800, 1333, 1.0, 800, 1333]], np.float32)}
   outputs = model(batch, training=False)
   # P3..P7 of 800x1344: 100x168, 50x84, 25x42, 13x21, 7x11 cells of 9 anchors.
   cells = [100 * 168, 50 * 84, 25 * 42, 13 * 21, 7 * 11]

@@ -96,6 +96,12 @@ def check_image_ids(image_ids, known_ids, *, annotations_file, source, show=10):
         "and the images do not match)")
 
 
+# What a detector reads of an eval batch: the image, and the precomputed proposals of
+# the shards that have them (models that read them: Detectron's two-stage recipe).
+MODEL_INPUTS = (keys.IMAGES, keys.IMAGE_INFO, keys.PROPOSALS, keys.PROPOSAL_SCORES,
+                keys.PROPOSALS_VALID)
+
+
 def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0.5,
               keypoint_confidence="bbox"):
   """Runs a detector over an eval data set.
@@ -118,7 +124,7 @@ def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0
   predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
   results = new_results()
   for batch in dataset:
-    outputs = predict({keys.IMAGES: batch[keys.IMAGES], keys.IMAGE_INFO: batch[keys.IMAGE_INFO]})
+    outputs = predict({k: batch[k] for k in MODEL_INPUTS if k in batch})
     collect_batch(results, outputs, batch[keys.IMAGE_ID], batch[keys.IMAGE_INFO],
                   class_to_category=class_to_category, convention=convention,
                   mask_threshold=mask_threshold, keypoint_confidence=keypoint_confidence)

@@ -334,7 +334,8 @@ class TTADetector:
 
   Raises:
     ValueError: the model has none of those methods (RetinaNet: Detectron's
-      test path for it has no test-time augmentation).
+      test path for it has no test-time augmentation), or it reads
+      precomputed proposals.
   """
 
   def __init__(self, model, config, preprocessing):
@@ -343,6 +344,11 @@ class TTADetector:
           f"test-time augmentation needs an R-CNN's inference pieces (detect_boxes, "
           f"postprocess_boxes, ...); {type(model).__name__} has none (Detectron runs TTA for "
           f"R-CNN models only)")
+    if getattr(model, "reads_precomputed_proposals", False):
+      raise ValueError(
+          "test-time augmentation of a model that reads precomputed proposals is not "
+          "supported (each augmentation would need the proposals transformed with its image); "
+          "evaluate it without --tta")
     self.model = model
     self.config = config
     self.identity = preprocessing.identity

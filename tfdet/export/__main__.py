@@ -16,6 +16,8 @@ and the canvas multiple are the config's eval ones (`gin_files.eval_preprocessin
 shadowed by the ``tfdet/export/`` package.)
 """
 
+import sys
+
 from tfdet import console
 
 if __name__ == "__main__":  # before TensorFlow is imported
@@ -52,8 +54,11 @@ def main(argv):
   gin_files.parse(FLAGS.gin_file, FLAGS.gin_param)
   model, _, _ = checkpoints.load_for_inference(gin_files.detector_spec(), FLAGS.model_dir,
                                                FLAGS.checkpoint, implementation="reference")
-  serving.export_saved_model(model, FLAGS.export_dir, **gin_files.eval_preprocessing(
-      scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
+  try:
+    serving.export_saved_model(model, FLAGS.export_dir, **gin_files.eval_preprocessing(
+        scale=FLAGS.scale, max_size=FLAGS.max_size, size_divisibility=FLAGS.size_divisibility))
+  except serving.NotServableError as e:
+    sys.exit(f"tfdet.export: {e}\nnothing was written to {FLAGS.export_dir}")
   logging.info("exported to %s", FLAGS.export_dir)
 
 

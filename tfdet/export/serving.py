@@ -59,6 +59,10 @@ TF_EXAMPLE_SIGNATURE = "serving_tf_example"
 IMAGE_INFO = keys.IMAGE_INFO  # served as the batch key is named
 
 
+class NotServableError(ValueError):
+  """The model cannot run on bare images (it reads precomputed proposals)."""
+
+
 class DetectionModule(tf.Module):
   """Preprocessing + model + output selection, with the serving signatures.
 
@@ -75,6 +79,11 @@ class DetectionModule(tf.Module):
                channel_order="bgr", pixel_means=transforms.DETECTRON_PIXEL_MEANS,
                pixel_stds=(1.0, 1.0, 1.0), name="detection_module"):
     super().__init__(name=name)
+    if getattr(model, "reads_precomputed_proposals", False):
+      raise NotServableError(
+          "this model reads precomputed proposals (it has no RPN), so images alone cannot be "
+          "served or inferred: export or run the end-to-end model of the same family, or "
+          "evaluate this one on shards with proposals (tfdet.evaluate)")
     self.model = model
     self._scale = float(scale)
     self._max_size = float(max_size)

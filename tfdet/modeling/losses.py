@@ -176,3 +176,31 @@ def retinanet_losses(logits, deltas, labels, box_targets, normalizer, *, alpha=0
   fg = tf.cast(tf.cast(labels, tf.int32) > 0, tf.float32)
   per_anchor = tf.reduce_sum(smooth_l1(tf.cast(deltas, tf.float32) - box_targets, beta), -1)
   return cls_loss, tf.reduce_sum(per_anchor * fg) / normalizer
+
+
+def keypoint_loss(logits, targets, weights, *, normalize_by_visible=True, rois_per_image=128):
+  """Keypoint R-CNN's loss: a softmax over each heatmap's positions per visible keypoint.
+
+  Args:
+    logits: [B, R, S, S, J] float32 heatmap logits.
+    targets: [B, R, J] int32 flat index (y * S + x) of each keypoint.
+    weights: [B, R, J] float32, 1 for the keypoints that count.
+    normalize_by_visible: divide the summed cross-entropy by the counted
+      keypoints (Detectron's SoftmaxWithLoss with weights); else by
+      B * rois_per_image * J (KRCNN.NORMALIZE_BY_VISIBLE_KEYPOINTS False).
+    rois_per_image: the keypoint RoI quota, for the second normalizer.
+
+  Returns:
+    float32 scalar (0 when no keypoint counts).
+  """
+  logits = tf.cast(logits, tf.float32)
+  shape = tf.shape(logits)
+  flat = tf.transpose(tf.reshape(logits, [shape[0], shape[1], shape[2] * shape[3], shape[4]]),
+                      [0, 1, 3, 2])  # [B, R, J, S*S]
+  ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(targets, tf.int32),
+                                                      logits=flat)  # [B, R, J]
+  weights = tf.cast(weights, tf.float32)
+  total = tf.reduce_sum(ce * weights)
+  if normalize_by_visible:
+    return total / tf.maximum(tf.reduce_sum(weights), 1.0)
+  return total / tf.cast(shape[0] * rois_per_image * shape[4], tf.float32)

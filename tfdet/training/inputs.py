@@ -6,7 +6,8 @@ from tfdet.data import pipeline
 def build_input(input_context=None, *, batch_size, file_pattern, mode="train", scales=(800,),
                 max_size=1333, size_divisibility=32, max_instances=100,
                 max_polygon_vertices=256, shuffle_buffer=1024, deterministic=False, seed=None,
-                cycle_length=16, convention="detectron", flip_probability=0.5):
+                cycle_length=16, convention="detectron", flip_probability=0.5,
+                keypoints_only=False, with_proposals=False, max_proposals=2000):
   """`tfdet.data.pipeline.build_dataset` with the arguments a config chooses.
 
   Args:
@@ -20,4 +21,5 @@ def build_input(input_context=None, *, batch_size, file_pattern, mode="train", s
       size_divisibility=size_divisibility, max_instances=max_instances,
       max_polygon_vertices=max_polygon_vertices, shuffle_buffer=shuffle_buffer,
       deterministic=deterministic, seed=seed, cycle_length=cycle_length,
-      flip_probability=flip_probability)
+      flip_probability=flip_probability, keypoints_only=keypoints_only,
+      with_proposals=with_proposals, max_proposals=max_proposals)

@@ -15,6 +15,7 @@ import keras
 from tfdet.modeling.backbones import fpn as fpn_lib
 from tfdet.modeling.backbones import resnet
 from tfdet.modeling.detectors.config import (
+    KeypointSettings,
     RetinaNetSettings,
     RoiHeadSettings,
     RpnSettings,
@@ -22,13 +23,19 @@ from tfdet.modeling.detectors.config import (
     c4_rpn_settings,
 )
 from tfdet.modeling.detectors.rcnn import GeneralizedRCNN
+from tfdet.modeling.detectors.rcnn_box import BoxPart
+from tfdet.modeling.detectors.rcnn_keypoint import KeypointPart
+from tfdet.modeling.detectors.rcnn_mask import MaskPart
+from tfdet.modeling.detectors.rcnn_pooling import RoiPooler
+from tfdet.modeling.detectors.rcnn_proposals import PrecomputedProposals, RpnProposals
 from tfdet.modeling.detectors.retinanet import RetinaNet
-from tfdet.modeling.heads import box_heads, mask_heads
+from tfdet.modeling.heads import box_heads, keypoint_heads, mask_heads
 from tfdet.modeling.heads.retinanet import build_retinanet_head
 from tfdet.modeling.heads.rpn import build_rpn_head
 from tfdet.ops import anchors as anchor_ops
 
-HEADS = ("rpn", "faster", "mask")
+HEADS = ("rpn", "faster", "mask", "keypoint")
+PROPOSAL_SOURCES = ("rpn", "precomputed")
 
 # The model zoo's trunks as `build_rcnn` arguments (Detectron's RESNETS keys;
 # gin_configs/backbones/ binds the same values).
@@ -65,16 +72,19 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
                anchor_start_size=32, anchor_ratios=(0.5, 1.0, 2.0),
                c4_anchor_sizes=(32, 64, 128, 256, 512), rpn_max_level=6, mlp_dim=1024,
                mask_num_convs=4, mask_conv_dim=256, rpn_settings=None, roi_settings=None,
-               implementation="custom", stage_blocks=None, width_divisor=1, backbone=None):
-  """An RPN, Faster R-CNN or Mask R-CNN on a ResNet/ResNeXt C4 or FPN.
+               proposals="rpn", keypoint_settings=None, keypoint_num_convs=8,
+               keypoint_conv_dim=512, implementation="custom", stage_blocks=None,
+               width_divisor=1, backbone=None):
+  """An RPN, Fast/Faster R-CNN, Mask R-CNN or Keypoint R-CNN on a ResNet/ResNeXt C4 or FPN.
 
   Args:
-    heads: "rpn" (RPN only), "faster" or "mask".
+    heads: "rpn" (RPN only), "faster" (boxes), "mask" (boxes and masks) or
+      "keypoint" (boxes and keypoints; FPN only).
     depth, num_groups, width_per_group, stride_in_1x1, norm, freeze_at: the
       trunk (`resnet.resnet_features`).
     use_fpn: FPN (P2..P6) or C4 (res4 features, res5 as the box head).
     fpn_channels: FPN width.
-    num_classes: K + 1 (81 for COCO).
+    num_classes: K + 1 (81 for COCO, 2 for person keypoints).
     convention, sampling, aligned_roi: Detectron ("detectron", "detectron",
       False) or modern ("modern", "modern", True).
     anchor_start_size, anchor_ratios: FPN anchors (P2 size, ratios).
@@ -84,6 +94,10 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
     mask_num_convs, mask_conv_dim: FPN mask head.
     rpn_settings, roi_settings: None for Detectron's defaults (C4's differ:
       `config.c4_rpn_settings`, `config.c4_roi_settings`).
+    proposals: "rpn", or "precomputed" (Detectron's two-stage recipe: the
+      RoI heads read the batch's proposals; no RPN is built).
+    keypoint_settings: `config.KeypointSettings`; None for Detectron's.
+    keypoint_num_convs, keypoint_conv_dim: the keypoint head (8 convs of 512).
     implementation: "custom" ops or "reference".
     stage_blocks, width_divisor: shrink the trunk (tiny test models only).
     backbone: None to build one from the arguments above, or an already-built
@@ -94,10 +108,18 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
   """
   if heads not in HEADS:
     raise ValueError(f"heads must be one of {HEADS}, got {heads!r}")
+  if proposals not in PROPOSAL_SOURCES:
+    raise ValueError(f"proposals must be one of {PROPOSAL_SOURCES}, got {proposals!r}")
+  if heads == "rpn" and proposals != "rpn":
+    raise ValueError("an RPN-only model makes its own proposals: proposals must be 'rpn'")
+  if heads == "keypoint" and not use_fpn:
+    raise ValueError("the keypoint head is built on FPN (Detectron's keypoint configs)")
+  with_rpn = proposals == "rpn"
   if backbone is None:
     backbone = _backbone(depth=depth, num_groups=num_groups, width_per_group=width_per_group,
                          stride_in_1x1=stride_in_1x1, norm=norm, freeze_at=freeze_at,
-                         use_fpn=use_fpn, fpn_channels=fpn_channels, max_level=rpn_max_level,
+                         use_fpn=use_fpn, fpn_channels=fpn_channels,
+                         max_level=rpn_max_level if with_rpn else 5,
                          stage_blocks=stage_blocks, width_divisor=width_divisor)
   roi_settings = roi_settings or (RoiHeadSettings() if use_fpn else c4_roi_settings())
   if use_fpn:
@@ -107,20 +129,33 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
                                               anchor_ratios, convention=convention)
              for stride in rpn_strides]
     feat_channels = fpn_channels
-    roi_levels = tuple(f"p{level}" for level in range(roi_settings.roi_min_level,
-                                                      roi_settings.roi_max_level + 1))
-    roi_strides = tuple(2 ** level for level in range(roi_settings.roi_min_level,
-                                                      roi_settings.roi_max_level + 1))
+    roi_range = range(roi_settings.roi_min_level, roi_settings.roi_max_level + 1)
+    pooler = RoiPooler(levels=[f"p{level}" for level in roi_range],
+                       strides=[2 ** level for level in roi_range],
+                       min_level=roi_settings.roi_min_level,
+                       max_level=roi_settings.roi_max_level,
+                       canonical_scale=roi_settings.canonical_scale,
+                       canonical_level=roi_settings.canonical_level, aligned=aligned_roi,
+                       convention=convention, implementation=implementation)
     rpn_settings = rpn_settings or RpnSettings()
   else:
     rpn_levels, rpn_strides = ("res4",), (16,)
     cells = [anchor_ops.generate_cell_anchors(16, c4_anchor_sizes, anchor_ratios,
                                               convention=convention)]
     feat_channels = resnet.STAGE_CHANNELS["res4"] // width_divisor
-    roi_levels, roi_strides = ("res4",), (16,)
+    pooler = RoiPooler(levels=("res4",), strides=(16,), aligned=aligned_roi,
+                       convention=convention, implementation=implementation)
     rpn_settings = rpn_settings or c4_rpn_settings()
-  rpn_head = build_rpn_head(in_channels=feat_channels, num_anchors=len(cells[0]))
-  box_head = mask_head = None
+  if with_rpn:
+    source = RpnProposals(
+        head=build_rpn_head(in_channels=feat_channels, num_anchors=len(cells[0])),
+        levels=rpn_levels, strides=rpn_strides, cell_anchors=cells,
+        settings=rpn_settings, convention=convention, sampling=sampling,
+        implementation=implementation)
+  else:
+    source = PrecomputedProposals()
+  common = dict(pooler=pooler, convention=convention, sampling=sampling)
+  box = mask = keypoint = None
   if heads != "rpn":
     if use_fpn:
       box_head = box_heads.build_mlp_box_head(
@@ -132,6 +167,7 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
           num_classes=num_classes, num_groups=num_groups, width_per_group=width_per_group,
           stride_in_1x1=stride_in_1x1, norm=norm, roi_size=roi_settings.box_roi_size,
           class_agnostic=roi_settings.class_agnostic_boxes, width_divisor=width_divisor)
+    box = BoxPart(head=box_head, settings=roi_settings, **common)
   if heads == "mask":
     if use_fpn:
       mask_head = mask_heads.build_fpn_mask_head(
@@ -143,13 +179,19 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
       mask_head = mask_heads.build_c4_mask_head(
           num_classes=num_classes, in_channels=resnet.STAGE_CHANNELS["res5"] // width_divisor,
           roi_size=res5_size, conv_dim=mask_conv_dim)
-  return GeneralizedRCNN(
-      backbone=backbone, rpn_head=rpn_head, rpn_levels=rpn_levels, rpn_strides=rpn_strides,
-      rpn_cell_anchors=cells, box_head=box_head, roi_levels=roi_levels,
-      roi_strides=roi_strides, mask_head=mask_head, mask_on_res5=not use_fpn,
-      num_classes=num_classes, convention=convention, sampling=sampling,
-      aligned_roi=aligned_roi, rpn_settings=rpn_settings, roi_settings=roi_settings,
-      implementation=implementation)
+    mask = MaskPart(head=mask_head, settings=roi_settings, on_res5=not use_fpn, **common)
+  if heads == "keypoint":
+    keypoint_settings = keypoint_settings or KeypointSettings()
+    keypoint_head = keypoint_heads.build_keypoint_head(
+        num_keypoints=keypoint_settings.num_keypoints, in_channels=feat_channels,
+        roi_size=keypoint_settings.roi_size, num_convs=keypoint_num_convs,
+        conv_dim=keypoint_conv_dim,
+        up_scale=keypoint_settings.heatmap_size // (2 * keypoint_settings.roi_size))
+    keypoint = KeypointPart(head=keypoint_head, settings=keypoint_settings, **common)
+  return GeneralizedRCNN(backbone=backbone, proposal_source=source, box=box, mask=mask,
+                         keypoint=keypoint, num_classes=num_classes, convention=convention,
+                         sampling=sampling, aligned_roi=aligned_roi,
+                         implementation=implementation)
 
 
 def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1=True,

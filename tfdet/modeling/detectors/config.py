@@ -80,6 +80,36 @@ def c4_roi_settings(**overrides):
   return RoiHeadSettings(**values)
 
 
+@dataclasses.dataclass(frozen=True)
+class KeypointSettings:
+  """Keypoint R-CNN's RoIs, targets and loss (Detectron's KRCNN.* keys).
+
+  Attributes:
+    num_keypoints: KRCNN.NUM_KEYPOINTS (17).
+    roi_size, sampling_ratio: KRCNN.ROI_XFORM_RESOLUTION (14) and _SAMPLING_RATIO (2).
+    heatmap_size: KRCNN.HEATMAP_SIZE (56).
+    rois_per_image: keypoint RoIs sampled per image (Detectron: the box
+      sampling's foreground quota, round(0.25 * 512)).
+    fg_thresh: TRAIN.FG_THRESH for keypoint RoIs (0.5).
+    loss_weight: KRCNN.LOSS_WEIGHT.
+    normalize_by_visible: KRCNN.NORMALIZE_BY_VISIBLE_KEYPOINTS: the loss is
+      averaged over the visible keypoints; else its sum is divided by
+      B * rois_per_image * num_keypoints.
+    min_visible_keypoints: KRCNN.MIN_KEYPOINT_COUNT_FOR_VALID_MINIBATCH: with
+      precomputed proposals, a batch with at most this many visible
+      keypoints trains nothing (`rcnn_losses`).
+  """
+  num_keypoints: int = 17
+  roi_size: int = 14
+  sampling_ratio: int = 2
+  heatmap_size: int = 56
+  rois_per_image: int = 128
+  fg_thresh: float = 0.5
+  loss_weight: float = 1.0
+  normalize_by_visible: bool = True
+  min_visible_keypoints: int = 20
+
+
 RETINANET_MATCHING = ("detectron", "modern")
 
 

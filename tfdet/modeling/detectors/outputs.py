@@ -13,8 +13,9 @@ Keypoints (DETECTION_KEYPOINTS, keypoint models only): ``(x, y)`` are in
 original-image pixels, in the frame of the ground-truth keypoints (COCO's
 keypoint numbers as the annotations give them; `keys.GT_KEYPOINTS` divided
 by the image scale). Detectron's test-time `heatmaps_to_keypoints` produces
-them as continuous coordinates -- heatmap cell ``d`` of a box maps to
-``x1 + (d + 0.5) * box_width / heatmap_width`` -- and its COCO evaluator
+them as continuous coordinates -- cell ``d`` of the heatmap resized to the
+box (``ceil(width)`` cells) maps to ``x1 + (d + 0.5) * width / ceil(width)``
+(`tfdet.ops.keypoint_heatmaps`) -- and its COCO evaluator
 writes them unchanged, as `tfdet.evaluation.coco.keypoints_to_coco` does.
 (detectron2 reads COCO keypoints as pixel indices instead, adding 0.5 when
 loading and subtracting it when writing results; tfdet's pipeline adds
@@ -51,6 +52,10 @@ MASK_LOGITS = "mask_logits"  # [B, F, M, M, C] float32 (mask models)
 MASK_TARGETS = "mask_targets"  # [B, F, M, M] float32
 MASK_LABELS = "mask_labels"  # [B, F] int32
 MASK_FG = "mask_fg"  # [B, F] bool
+# Keypoint models: Rk keypoint RoIs per image, S = heatmap size (56), J keypoints.
+KEYPOINT_LOGITS = "keypoint_logits"  # [B, Rk, S, S, J] float32 heatmap logits
+KEYPOINT_TARGETS = "keypoint_targets"  # [B, Rk, J] int32 flat heatmap index
+KEYPOINT_WEIGHTS = "keypoint_weights"  # [B, Rk, J] float32, 1 for a visible keypoint in the RoI
 
 # Inference (models with a box head, RetinaNet). Boxes in original-image pixels.
 DETECTION_BOXES = "detection_boxes"  # [B, D, 4] float32

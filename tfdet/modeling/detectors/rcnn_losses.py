@@ -1,61 +1,61 @@
-"""Training losses of `GeneralizedRCNN` from its outputs and the batch.
+"""Training losses of `GeneralizedRCNN`: the sum of its parts' losses.
 
-Target assignment for the RPN happens here (it needs only anchors and
-ground truth); the RoI and mask targets come from the model's outputs, where
-they were sampled alongside the forward pass.
+Each part computes its own (`rcnn_proposals.RpnProposals.losses`: the RPN's,
+assigning its anchor targets; `rcnn_box.BoxPart.losses`,
+`rcnn_mask.MaskPart.losses`, `rcnn_keypoint.KeypointPart.losses`: from the
+targets their forward pass put in the outputs), with its own settings.
+
+Keypoint models trained from precomputed proposals follow Detectron's
+loader, which drops a minibatch with at most
+KRCNN.MIN_KEYPOINT_COUNT_FOR_VALID_MINIBATCH visible keypoints and draws
+another: here such a batch's losses are all multiplied by 0 (it moves no
+weight through its gradients; the step still counts, and momentum and weight
+decay still apply), and `SKIPPED_BATCH` (1 or 0) is reported beside them. In
+end-to-end training Detectron ignores that count, and so does this.
 """
 
 import tensorflow as tf
 
-from tfdet.data import keys
-from tfdet.modeling import losses
 from tfdet.modeling.detectors import outputs as out
+from tfdet.modeling.detectors.rcnn_box import BOX_CLS_LOSS, BOX_REG_LOSS
+from tfdet.modeling.detectors.rcnn_keypoint import KEYPOINT_LOSS
+from tfdet.modeling.detectors.rcnn_mask import MASK_LOSS
+from tfdet.modeling.detectors.rcnn_proposals import (
+    RPN_BOX_LOSS,
+    RPN_CLS_LOSS,
+    PrecomputedProposals,
+)
 from tfdet.modeling.losses import TOTAL_LOSS
-from tfdet.ops import rpn_targets
 
-RPN_CLS_LOSS = "loss_rpn_cls"
-RPN_BOX_LOSS = "loss_rpn_bbox"
-BOX_CLS_LOSS = "loss_cls"
-BOX_REG_LOSS = "loss_bbox"
-MASK_LOSS = "loss_mask"
+__all__ = ["BOX_CLS_LOSS", "BOX_REG_LOSS", "KEYPOINT_LOSS", "MASK_LOSS", "RPN_BOX_LOSS",
+           "RPN_CLS_LOSS", "SKIPPED_BATCH", "TOTAL_LOSS", "rcnn_losses"]
+
+SKIPPED_BATCH = "skipped_keypoint_batch"
 
 
 def rcnn_losses(model, outputs, batch, *, seed=None):
   """Detectron's losses of a generalized R-CNN.
 
   Args:
-    model: the `GeneralizedRCNN` (for its settings).
+    model: the `GeneralizedRCNN` (its parts).
     outputs: dict from ``model(batch, training=True)``.
     batch: the input batch dict (`tfdet.data.keys`).
-    seed: None or a stateless seed for the RPN anchor sampling.
+    seed: None or a stateless seed for the RPN's anchor sampling.
 
   Returns:
-    dict of float32 scalars keyed by the constants above; TOTAL_LOSS is
-    their sum.
+    dict of float32 scalars: RPN_CLS_LOSS, RPN_BOX_LOSS (with an RPN),
+    BOX_CLS_LOSS, BOX_REG_LOSS (with a box part), MASK_LOSS, KEYPOINT_LOSS
+    (with those parts) and their sum TOTAL_LOSS; SKIPPED_BATCH for keypoint
+    models from precomputed proposals (module docstring).
   """
-  s = model.rpn_settings
-  gt_valid = tf.cast(batch[keys.GT_VALID], tf.bool) & ~tf.cast(batch[keys.GT_IS_CROWD], tf.bool)
-  targets = rpn_targets.rpn_targets(
-      outputs[out.ANCHORS], batch[keys.GT_BOXES], gt_valid, batch[keys.IMAGE_INFO][:, :2],
-      convention=model.convention, positive_overlap=s.positive_overlap,
-      negative_overlap=s.negative_overlap, batch_size_per_image=s.batch_size_per_image,
-      positive_fraction=s.positive_fraction, straddle_thresh=s.straddle_thresh,
-      sampling=model.sampling, seed=seed)
-  rpn_cls, rpn_box = losses.rpn_losses(
-      outputs[out.RPN_LOGITS], outputs[out.RPN_DELTAS], targets.labels, targets.box_targets,
-      batch_size_per_image=s.batch_size_per_image, multilevel=len(model.rpn_levels) > 1,
-      beta=s.box_loss_beta)
-  result = {RPN_CLS_LOSS: rpn_cls, RPN_BOX_LOSS: rpn_box}
-  if out.CLASS_LOGITS in outputs:
-    rs = model.roi_settings
-    cls, box = losses.fast_rcnn_losses(
-        outputs[out.CLASS_LOGITS], outputs[out.BOX_DELTAS], outputs[out.ROI_LABELS],
-        outputs[out.ROI_BOX_TARGETS], outputs[out.ROI_VALID], beta=rs.box_loss_beta,
-        class_agnostic=rs.class_agnostic_boxes)
-    result.update({BOX_CLS_LOSS: cls, BOX_REG_LOSS: box})
-  if out.MASK_LOGITS in outputs:
-    result[MASK_LOSS] = losses.mask_loss(
-        outputs[out.MASK_LOGITS], outputs[out.MASK_TARGETS], outputs[out.MASK_LABELS],
-        outputs[out.MASK_FG], class_agnostic=outputs[out.MASK_LOGITS].shape[-1] == 1)
+  result = dict(model.proposal_source.losses(outputs, batch, seed=seed))
+  for part in (model.box, model.mask, model.keypoint):
+    if part is not None:
+      result.update(part.losses(outputs))
   result[TOTAL_LOSS] = tf.add_n(list(result.values()))
+  if model.keypoint is not None and isinstance(model.proposal_source, PrecomputedProposals):
+    visible = tf.reduce_sum(tf.cast(outputs[out.KEYPOINT_WEIGHTS], tf.float32))
+    keep = tf.cast(visible > model.keypoint.settings.min_visible_keypoints, tf.float32)
+    result = {k: v * keep for k, v in result.items()}
+    result[SKIPPED_BATCH] = 1.0 - keep
   return result

@@ -59,7 +59,10 @@ def dummy_batch(size=128):
   """A zero image batch that builds a model's variables ([1, size, size, 3]).
 
   128 is a multiple of every canvas divisor (32 for FPN R-CNN, 128 for
-  RetinaNet's P7).
+  RetinaNet's P7). It carries one precomputed proposal (the whole image), for
+  the models that read them; the others ignore it.
   """
   return {keys.IMAGES: tf.zeros([1, size, size, 3]),
-          keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32)}
+          keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32),
+          keys.PROPOSALS: tf.constant([[[0.0, 0.0, size - 1.0, size - 1.0]]]),
+          keys.PROPOSAL_SCORES: tf.ones([1, 1]), keys.PROPOSALS_VALID: tf.ones([1, 1], tf.bool)}
