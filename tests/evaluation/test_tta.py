@@ -280,6 +280,26 @@ def test_keypoint_heatmaps_are_merged_over_flips(model, records):
   np.testing.assert_array_equal(keypoints, wrapped.keypoints_from_heatmaps(want[None], boxes))
 
 
+def test_a_keypoint_rcnn_under_tta(records):
+  # The real keypoint head: with the identity alone TTA gives the plain model's keypoints;
+  # with a flip the merged (averaged) heatmaps decode inside the same boxes.
+  tf.keras.utils.set_random_seed(0)
+  kp_model = tiny.tiny_model(heads="keypoint", num_classes=2, implementation="custom")
+  flip = tta.TTAConfig(kps_h_flip=True)
+  inputs = next(iter(tta.build_tta_dataset(records, config=flip, preprocessing=PREP)))[tta.INPUTS]
+  dets = kp_model(inputs["96x160"], training=False)
+  n = int(dets[out.NUM_DETECTIONS][0])
+  boxes = dets[out.DETECTION_BOXES]
+  assert n > 0
+  plain = tta.TTADetector(kp_model, tta.TTAConfig(), PREP).keypoints(inputs, boxes, n)
+  np.testing.assert_allclose(plain[0, :n], dets[out.DETECTION_KEYPOINTS][0, :n], atol=1e-3)
+  flipped = tta.TTADetector(kp_model, flip, PREP).keypoints(inputs, boxes, n)[0, :n]
+  b = boxes.numpy()[0, :n, None]
+  assert np.isfinite(flipped).all() and (flipped[..., 0] >= b[..., 0]).all()
+  assert (flipped[..., 0] <= np.maximum(b[..., 2], b[..., 0] + 1)).all()
+  assert not np.allclose(flipped, plain[0, :n])  # the flipped pass changed the heatmaps
+
+
 def test_evaluate_command_line_with_tta(model, tmp_path, synthetic_data):
   data = synthetic_data
   ckpt = tf.train.Checkpoint(model=model, step=tf.Variable(5, dtype=tf.int64))
