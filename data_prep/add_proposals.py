@@ -10,7 +10,8 @@ names in another folder, with `schema.PROPOSAL_BOXES` /
   ids; Detectron's older ``indexes`` key is accepted too). It is read with
   `tfdet.safe_pickle`, which admits only dicts, lists, tuples, strings,
   numbers and numpy arrays and refuses anything that would run code.
-* an ``.npz`` of plain arrays (`save_proposals_npz` writes one): ``boxes``
+* an ``.npz`` of plain arrays (`tfdet.data.proposal_files`; an RPN's evaluation
+  writes one; `save_proposals_npz` there writes any): ``boxes``
   ``[N, 4]`` and ``scores`` ``[N]`` of all images concatenated, ``ids``
   ``[I]`` and ``counts`` ``[I]`` (how many rows each image has, in order).
   It is read with ``allow_pickle=False``: object arrays are refused.
@@ -37,23 +38,7 @@ from data_prep import shard_writer
 from data_prep.coco_annotations import BadInputError
 from tfdet import safe_pickle
 from tfdet.data import schema
-
-NPZ_KEYS = ("boxes", "scores", "ids", "counts")
-
-
-def save_proposals_npz(path, boxes, scores, ids):
-  """Writes per-image proposals as the plain-array .npz that `load_proposals` reads.
-
-  Args:
-    boxes: list of [n_i, 4] arrays, one per image.
-    scores: list of [n_i] arrays.
-    ids: list of image ids, in the same order.
-  """
-  boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
-  np.savez(path, boxes=np.concatenate(boxes or [np.zeros((0, 4), np.float32)]),
-           scores=np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores]
-                                 or [np.zeros((0,), np.float32)]),
-           ids=np.asarray(ids, np.int64), counts=np.asarray([len(b) for b in boxes], np.int64))
+from tfdet.data.proposal_files import NPZ_KEYS
 
 
 def _load_npz(path):
@@ -75,7 +60,7 @@ def _load_npz(path):
           raise BadInputError(
               f"{path}: array {key!r} holds Python objects, which are refused (loading them can "
               f"run code); write boxes [N, 4], scores [N], ids [I] and counts [I] as plain "
-              f"arrays (data_prep.add_proposals.save_proposals_npz) ({e})") from None
+              f"arrays (tfdet.data.proposal_files.save_proposals_npz) ({e})") from None
   except (OSError, zipfile.BadZipFile, EOFError) as e:
     raise BadInputError(f"{path}: not a readable .npz file ({e})") from None
   counts = data["counts"].astype(np.int64).reshape(-1)

@@ -11,7 +11,7 @@ from data_prep import add_proposals as ap
 from data_prep import coco_to_tfrecord as c2t
 from data_prep.coco_annotations import BadInputError
 from tests.data_prep.conftest import read_records
-from tfdet.data import schema
+from tfdet.data import proposal_files, schema
 
 
 def _proposals(ids):
@@ -37,7 +37,7 @@ def test_round_trip_and_top_k(shards, tmp_path, fmt):
     with open(file, "wb") as f:
       pickle.dump(props, f)
   else:
-    ap.save_proposals_npz(file, props["boxes"], props["scores"], props["ids"])
+    proposal_files.save_proposals_npz(file, props["boxes"], props["scores"], props["ids"])
   out = str(tmp_path / "with_props")
   summary = ap.add_proposals(file, shards, out, top_k=2)
   assert summary["records"] == 3 and summary["missing"] == 0
@@ -122,5 +122,5 @@ def test_npz_layout_errors(tmp_path):
            counts=np.array([1, 1]))
   with pytest.raises(BadInputError, match=r"counts \[1, 1\] do not split 3 boxes over 2 ids"):
     ap.load_proposals(file)
-  ap.save_proposals_npz(file, [], [], [])
+  proposal_files.save_proposals_npz(file, [], [], [])
   assert ap.load_proposals(file) == {}

@@ -1,5 +1,7 @@
 """Detectron's proposal recall on hand-computed cases."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,59 @@ def test_image_without_proposals_counts_its_gt():
             {"proposals": np.array([[0, 0, 9, 9]], float),
              "gt_boxes": np.array([[0, 0, 9, 9]], float), "gt_areas": np.array([100.0])}]
   assert pr.proposal_recall(images, convention="detectron")["ar"] == 0.5
+
+
+def test_evaluation_scores_the_proposal_file_as_detectron_reads_it(tmp_path, synthetic_data):
+  # Detectron's test_net writes the RPN's proposals to a file and scores what its roidb reads
+  # back: clipped, duplicates removed, sides of 2 px or less dropped. One 100x100 image, gt
+  # A [10, 10, 49, 49], B [60, 60, 79, 79] and a 2x2 C [5, 80, 6, 81]; proposals in score
+  # order A, A again, C, B. Raw, the top 2 are A twice (AR@2 = 1/3); read back they are A
+  # and B (AR@2 = 2/3), and C's exact proposal is gone (AR@3 2/3 either way).
+  from data_prep import add_proposals
+  from tfdet.data import keys
+  from tfdet.evaluation import runner
+  from tfdet.modeling.detectors import outputs as out
+
+  gt = {"images": [{"id": 1, "width": 100, "height": 100, "file_name": "1.png"}],
+        "categories": [{"id": 1, "name": "person"}], "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": bbox, "area": area,
+             "iscrowd": 0}
+            for i, (bbox, area) in enumerate([([10, 10, 40, 40], 1600.0),
+                                              ([60, 60, 20, 20], 400.0),
+                                              ([5, 80, 2, 2], 4.0)])]}
+  (tmp_path / "gt.json").write_text(json.dumps(gt))
+  a, b, c = [10, 10, 49, 49], [60, 60, 79, 79], [5, 80, 6, 81]
+  proposals = np.array([[a, a, c, b]], np.float32) * 2.0  # image scale 2
+  scores = np.array([[0.9, 0.8, 0.7, 0.6]], np.float32)
+
+  def run(model, dataset, *, class_to_category, convention):
+    del model, dataset
+    results = runner.new_results()
+    runner.collect_batch(results, {out.PROPOSALS: proposals, out.PROPOSAL_SCORES: scores,
+                                   out.NUM_PROPOSALS: np.array([4])},
+                         np.array([1]), np.array([[200, 200, 2.0, 100, 100]], np.float32),
+                         class_to_category=class_to_category, convention=convention)
+    return results
+
+  metrics = runner.evaluate(None, [{keys.IMAGE_ID: np.array([1])}],
+                            annotations_file=str(tmp_path / "gt.json"),
+                            label_map_file=synthetic_data["label_map"]["instances"],
+                            output_dir=str(tmp_path / "eval"), convention="detectron",
+                            proposal_limits=(2, 3), run_fn=run)
+  assert metrics["proposals/AR@2"] == pytest.approx(2 / 3)
+  assert metrics["proposals/AR@3"] == pytest.approx(2 / 3)
+  raw = pr.proposal_metrics([{"proposals": proposals[0] / 2.0, "gt_boxes": np.array([a, b, c]),
+                              "gt_areas": np.array([1600.0, 400.0, 4.0])}],
+                            limits=(2, 3), convention="detectron")
+  assert raw["AR@2"] == pytest.approx(1 / 3) and raw["AR@3"] == pytest.approx(2 / 3)
+  # The file is the raw proposals in original pixels, in the format add_proposals reads.
+  written = add_proposals.load_proposals(str(tmp_path / "eval" / runner.PROPOSALS_FILE))
+  assert list(written) == [1]
+  np.testing.assert_array_equal(written[1][0], proposals[0] / 2.0)
+  np.testing.assert_array_equal(written[1][1], scores[0])
+
+
+def test_to_file_boxes_is_the_inclusive_convention():
+  boxes = np.array([[10.0, 20.0, 30.0, 40.0]])
+  np.testing.assert_array_equal(pr.to_file_boxes(boxes, "detectron"), boxes)
+  np.testing.assert_array_equal(pr.to_file_boxes(boxes, "modern"), [[10.0, 20.0, 29.0, 39.0]])

@@ -15,6 +15,7 @@ from tests.export import tiny
 from tfdet import evaluate, gin_files
 from tfdet.data import keys, pipeline, synthetic
 from tfdet.evaluation import coco, runner
+from tfdet.evaluation import proposals_recall as recall
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors import rcnn_losses
 
@@ -146,10 +147,20 @@ def test_evaluate_scores_ground_truth_boxes_ap_1_and_shifted_ones_by_hand(data, 
   assert shifted["bbox/AP"] == pytest.approx(0.5)
   assert shifted["bbox/AP50"] == pytest.approx(1.0)
   assert shifted["bbox/AP75"] == pytest.approx(0.0)
-  # Recall is 1 at the same 5 thresholds and 0 at the others: COCO's AR and Detectron's
-  # proposal AR (the proposals are the moved boxes; its +1 widths equal COCO's w) are 0.5.
+  # Recall is 1 at the same 5 thresholds and 0 at the others: COCO's AR is 0.5.
   assert shifted["bbox/AR100"] == pytest.approx(0.5)
-  assert shifted["proposals/AR@100"] == pytest.approx(0.5)
+  # Detectron's proposal AR reads the proposals back clipped to the image first, so the
+  # boxes moved past the right edge lose their overhang (and IoU changes): it is the AR of
+  # the moved gt boxes clipped to [0, W - 1] (+1 widths equal COCO's w), here by numpy.
+  images = []
+  for image_id in sorted(gt.getImgIds()):
+    boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention="detectron")
+    moved = boxes + (boxes[:, 2:3] - boxes[:, 0:1] + 1.0) * (0.28 / 1.72) * [1, 0, 1, 0]
+    moved[:, [0, 2]] = np.minimum(moved[:, [0, 2]], gt.imgs[image_id]["width"] - 1.0)
+    images.append({"proposals": moved, "gt_boxes": boxes, "gt_areas": areas})
+  expected = recall.proposal_metrics(images, limits=(100,), convention="detectron")["AR@100"]
+  assert expected > 0.5  # some boxes were clipped, and clipping raised their IoU
+  assert shifted["proposals/AR@100"] == pytest.approx(expected, abs=1e-3)
   # IoU 0.54 (s = 0.46 / 1.54) passes 0.50 only: AP = 1 / 10.
   far = evaluate("far", 0.46 / 1.54)
   assert far["bbox/AP"] == pytest.approx(0.1)

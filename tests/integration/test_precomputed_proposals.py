@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from data_prep import add_proposals
 from tests.export import tiny
-from tfdet.data import keys, pipeline
+from tfdet.data import keys, pipeline, proposal_files
 from tfdet.evaluation import runner
 from tfdet.export import serving
 from tfdet.modeling.detectors import outputs as out
@@ -59,7 +59,7 @@ def shards_with_proposals(synthetic_data, tmp_path_factory):
   patterns = {}
   for split, seed in (("train", 1), ("val", 2)):
     npz = str(tmp / f"{split}.npz")
-    add_proposals.save_proposals_npz(
+    proposal_files.save_proposals_npz(
         npz, *_proposals_for(synthetic_data["annotations"][split]["instances"], seed))
     out_dir = str(tmp / split)
     summary = add_proposals.add_proposals(npz, sorted(glob.glob(
@@ -191,3 +191,32 @@ eval/pipeline.build_dataset:
   assert export.returncode != 0 and "reads precomputed proposals" in export.stderr
   assert "Traceback" not in export.stderr
   assert not os.path.exists(tmp_path / "export")
+
+
+def test_an_rpn_evaluation_writes_the_proposals_a_fast_rcnn_reads(synthetic_data, tmp_path):
+  # The two-stage chain, mechanically: a (tiny, untrained) RPN evaluated on the val split
+  # writes proposals.npz; add_proposals puts them into copies of the val shards; a Fast
+  # R-CNN evaluated on those reads exactly them (read back as Detectron's roidb does).
+  tf.keras.utils.set_random_seed(0)
+  val = synthetic_data["instances"]["val"]
+  common = dict(annotations_file=synthetic_data["annotations"]["val"]["instances"],
+                label_map_file=synthetic_data["label_map"]["instances"], convention="detectron")
+  rpn = tiny.tiny_model(heads="rpn", num_classes=8)
+  eval_data = pipeline.build_dataset(val, mode="eval", batch_size=2, scales=(128,),
+                                     max_size=160)
+  metrics = runner.evaluate(rpn, eval_data, output_dir=str(tmp_path / "rpn_eval"), **common)
+  assert "proposals/AR@100" in metrics
+  written = str(tmp_path / "rpn_eval" / runner.PROPOSALS_FILE)
+  summary = add_proposals.add_proposals(written, sorted(glob.glob(val)),
+                                        str(tmp_path / "val_props"))
+  assert summary["missing"] == 0 and summary["records"] == len(runner.shard_image_ids(val))
+  fast = tiny.tiny_model(heads="faster", num_classes=8, proposals="precomputed")
+  batches = pipeline.build_dataset(str(tmp_path / "val_props" / "*.tfrecord"), mode="eval",
+                                   batch_size=2, scales=(128,), max_size=160,
+                                   with_proposals=True, max_proposals=1000)
+  fast_metrics = runner.evaluate(fast, batches, output_dir=str(tmp_path / "fast_eval"),
+                                 **common)
+  # The Fast R-CNN's proposals are the RPN's as the file holds them, read back: the same AR.
+  for name in ("proposals/AR@100", "proposals/AR@1000"):
+    assert fast_metrics[name] == pytest.approx(metrics[name], abs=1e-6), name
+  assert "bbox/AP" in fast_metrics

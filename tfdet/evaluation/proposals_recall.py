@@ -108,6 +108,13 @@ def proposal_metrics(images, *, limits=(100, 1000), convention):
           for limit in limits for area in AREA_RANGES}
 
 
+def to_file_boxes(boxes, convention):
+  """[N, 4] boxes of a convention -> Detectron's inclusive ones (x2, y2 the last pixel),
+  the convention of proposal files (`tfdet.data.proposal_files`)."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  return boxes - np.array([0, 0, 1, 1], np.float32) * (1.0 - box_offset(convention))
+
+
 def ground_truth_from_coco(coco_gt, image_id, *, convention):
   """The non-crowd gt boxes [G, 4] and areas [G] of one image, as Detectron's roidb holds them.
 

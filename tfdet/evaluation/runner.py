@@ -9,14 +9,22 @@ size, IMAGE_INFO[:, 3:5]; keypoints, already in original pixels, by
 `evaluate` writes ``bbox_results.json`` / ``segm_results.json`` /
 ``keypoints_results.json``, runs pycocotools (keypoints against a
 person_keypoints json) and Detectron's proposal recall, and writes
-``metrics.json`` and TensorBoard scalars into ``output_dir``, after checking
-that the annotations hold every evaluated image (`check_image_ids`; the
-command line checks the shards' ids, `shard_image_ids`, before the model
-runs).
+``metrics.json`` and TensorBoard scalars into ``output_dir``; a model with
+proposals also gets them written as ``proposals.npz``
+(`tfdet.data.proposal_files`: what `data_prep.add_proposals` reads into shards
+for the models that train from precomputed proposals). Proposal AR follows
+Detectron's own path: its test_net re-reads the proposal file through the
+roidb before scoring it (boxes clipped to the image, duplicates removed, boxes
+with a side of 2 pixels or less dropped: `decoder.decode_proposals`), so
+"proposals/AR@100" and "proposals/AR@1000" are computed on those. Nothing is
+written before the check that the annotations hold every evaluated image
+(`check_image_ids`; the command line checks the shards' ids,
+`shard_image_ids`, before the model runs).
 
 What is evaluated follows the keys of the detector's outputs, whatever the
 family: boxes (`outputs.DETECTION_BOXES`), masks, keypoints, proposals
-(`outputs.PROPOSALS`: an R-CNN's RPN; RetinaNet has none).
+(`outputs.PROPOSALS`: an R-CNN's, from its RPN or its precomputed proposals;
+RetinaNet has none).
 """
 
 import json
@@ -27,13 +35,14 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from tfdet.data import keys, schema, shard_files
+from tfdet.data import decoder, keys, proposal_files, schema, shard_files
 from tfdet.evaluation import coco
 from tfdet.evaluation import proposals_recall as recall
 from tfdet.modeling.detectors import outputs as out
 from tfdet.ops import masks as mask_ops
 
 METRICS_FILE = "metrics.json"
+PROPOSALS_FILE = "proposals.npz"
 KEYPOINT_RESULTS_FILE = "keypoints_results.json"
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
@@ -133,10 +142,10 @@ def run_model(model, dataset, *, class_to_category, convention, mask_threshold=0
 
 def new_results():
   """The empty results `collect_batch` fills: what was seen adds its keys."""
-  return {"proposals": {}, "image_ids": []}
+  return {"proposals": {}, "proposal_scores": {}, "image_sizes": {}, "image_ids": []}
 
 
-_COLLECTED = (out.PROPOSALS, out.NUM_PROPOSALS, out.DETECTION_BOXES, out.DETECTION_SCORES,
+_COLLECTED = (out.PROPOSALS, out.PROPOSAL_SCORES, out.NUM_PROPOSALS, out.DETECTION_BOXES, out.DETECTION_SCORES,
               out.DETECTION_CLASSES, out.NUM_DETECTIONS, out.DETECTION_MASKS,
               out.DETECTION_KEYPOINTS)
 
@@ -174,6 +183,9 @@ def collect_batch(results, outputs, image_ids, image_info, *, class_to_category,
     if out.PROPOSALS in outputs:
       n_prop = int(outputs[out.NUM_PROPOSALS][i])
       results["proposals"][int(image_id)] = outputs[out.PROPOSALS][i, :n_prop] / info[i, 2]
+      scores = outputs.get(out.PROPOSAL_SCORES, np.zeros(outputs[out.PROPOSALS].shape[:2]))
+      results["proposal_scores"][int(image_id)] = scores[i, :n_prop]
+      results["image_sizes"][int(image_id)] = (int(info[i, 3]), int(info[i, 4]))
     if out.DETECTION_BOXES not in outputs:
       continue
     n = int(outputs[out.NUM_DETECTIONS][i])
@@ -270,13 +282,8 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
     metrics.update({f"{iou_type}/{k}": v for k, v in stats.items()})
   metrics.update(_keypoint_metrics(collected, kp_gt, output_dir))
   if collected["proposals"]:
-    images = []
-    for image_id in image_ids:
-      boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention=convention)
-      images.append({"proposals": collected["proposals"][image_id], "gt_boxes": boxes,
-                     "gt_areas": areas})
-    ar = recall.proposal_metrics(images, limits=proposal_limits, convention=convention)
-    metrics.update({f"proposals/{k}": v for k, v in ar.items()})
+    metrics.update(_proposal_file_and_recall(collected, gt, image_ids, output_dir,
+                                             limits=proposal_limits, convention=convention))
   metrics = {k: float(v) for k, v in metrics.items()}
   record = dict(metrics, step=int(step or 0), num_images=len(image_ids))
   with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
@@ -290,6 +297,26 @@ def evaluate(model, dataset, *, annotations_file, label_map_file, output_dir, co
                        metadata=_SCALAR_METADATA)
   writer.flush()
   return metrics
+
+
+def _proposal_file_and_recall(collected, gt, image_ids, output_dir, *, limits, convention):
+  """Writes PROPOSALS_FILE and returns Detectron's proposal AR of it (module docstring)."""
+  ids = sorted(set(image_ids))
+  file_boxes = [recall.to_file_boxes(collected["proposals"][i], convention) for i in ids]
+  scores = [collected["proposal_scores"].get(i, np.zeros(len(b))) for i, b in zip(
+      ids, file_boxes, strict=True)]
+  proposal_files.save_proposals_npz(os.path.join(output_dir, PROPOSALS_FILE), file_boxes,
+                                    scores, ids)
+  images = []
+  for image_id, boxes, score in zip(ids, file_boxes, scores, strict=True):
+    gt_boxes, areas = recall.ground_truth_from_coco(gt, image_id, convention=convention)
+    height, width = collected["image_sizes"][image_id]
+    read_back, _ = decoder.decode_proposals(
+        boxes.reshape(-1), score, height, width, convention=convention,
+        max_proposals=len(boxes))
+    images.append({"proposals": read_back.numpy(), "gt_boxes": gt_boxes, "gt_areas": areas})
+  ar = recall.proposal_metrics(images, limits=limits, convention=convention)
+  return {f"proposals/{k}": v for k, v in ar.items()}
 
 
 def _keypoint_ground_truth(collected, gt, kp_gt, keypoint_annotations_file):
