@@ -313,7 +313,10 @@ def check_nms_vs_torchvision(lib, legacy, n=2000, seed=0):
   import torch  # pylint: disable=import-outside-toplevel
   import torchvision  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
-  xy = rng.uniform(0, 1100, (n, 2))
+  # Top-left corners inside the 800x1333 image with room for an 8-pixel box: a corner
+  # below the image (as y up to 1100 drew) makes an inverted box after the clip, which
+  # the op rightly drops and torchvision keeps.
+  xy = rng.uniform(0, [1333 - 8, 800 - 8], (n, 2))
   wh = rng.uniform(8, 230, (n, 2))
   boxes = (np.round(np.concatenate([xy, np.minimum(xy + wh, [1332, 799])], 1) * 8) / 8)
   boxes = boxes.astype(np.float32)

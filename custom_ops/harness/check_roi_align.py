@@ -205,17 +205,24 @@ def check_cuda(lib, args):
                                                ws.data_ptr(), stream())
         assert rc == 0, lib.tfdet_roi_align_cuda_error_string(rc)
 
-      def tv_fwd(nchw=nchw, size=size):
-        return torchvision.ops.roi_align(nchw, tv_rois, size, scale, sr, aligned)
+      # torchvision wants the RoIs in the features' dtype: fp16 RoIs (timing only) would
+      # move the boxes, so the reference is torchvision in float32 on the same fp16-rounded
+      # features and output gradient, with the float32 RoIs our kernel reads.
+      tv_rois_dtype = tv_rois.to(dtype)
 
-      tv_out = tv_fwd()
+      def tv_fwd(nchw=nchw, size=size, rois_=tv_rois_dtype):
+        return torchvision.ops.roi_align(nchw, rois_, size, scale, sr, aligned)
+
       tv_grad_out = grad_out.permute(0, 3, 1, 2).contiguous()
-      tv_out.backward(tv_grad_out)
+      ref_in = nchw.detach().float().requires_grad_(True)
+      ref_out = torchvision.ops.roi_align(ref_in, tv_rois, size, scale, sr, aligned)
+      ref_out.backward(tv_grad_out.float())
+      tv_fwd().backward(tv_grad_out)  # traces torchvision's own-dtype path once
       ours_fwd()
       ours_bwd()
       torch.cuda.synchronize()
-      want = tv_out.detach().permute(0, 2, 3, 1).float()
-      want_g = nchw.grad.permute(0, 2, 3, 1).float()
+      want = ref_out.detach().permute(0, 2, 3, 1)
+      want_g = ref_in.grad.permute(0, 2, 3, 1)
       d_tv = (out.float() - want).abs().max().item()
       d_tv_g = (gfeat.float() - want_g).abs().max().item()
       line = f"{size}x{size} {str(dtype)[6:]}: |ours - torchvision| fwd {d_tv:.2e} bwd {d_tv_g:.2e}"
