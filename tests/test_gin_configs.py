@@ -6,11 +6,10 @@ import inspect
 import gin
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfdet import gin_files
-from tfdet.data import keys, pipeline
-from tfdet.modeling.detectors import builders
+from tfdet.data import pipeline
+from tfdet.modeling.detectors import builders, spec
 from tfdet.modeling.detectors import outputs as out
 from tfdet.training import inputs
 
@@ -359,17 +358,6 @@ def test_every_gin_file_binds_its_settings(path):
       assert got == value and type(got) is type(value), (selector, got, value)
 
 
-def _dummy_batch(size, proposals=False):
-  batch = {keys.IMAGES: tf.zeros([1, size, size, 3]),
-           keys.IMAGE_INFO: tf.constant([[size, size, 1.0, size, size]], tf.float32)}
-  if proposals:  # three boxes and a padding row
-    batch[keys.PROPOSALS] = tf.constant([[[0, 0, 30, 30], [10, 5, 50, 60], [2, 2, 63, 63],
-                                          [0, 0, 0, 0]]], tf.float32)
-    batch[keys.PROPOSAL_SCORES] = tf.constant([[0.9, 0.8, 0.7, 0.0]])
-    batch[keys.PROPOSALS_VALID] = tf.constant([[True, True, True, False]])
-  return batch
-
-
 @pytest.mark.parametrize("path", sorted(p for p, row in SETTINGS.items() if row[2]))
 def test_every_model_config_builds_and_runs(path):
   bases, expected, (builder, heads, use_fpn) = SETTINGS[path]
@@ -394,7 +382,7 @@ def test_every_model_config_builds_and_runs(path):
   assert model.backbone.get_layer("res2_0_branch2b").groups == bound.get("num_groups", 1)
   divisor = gin_files.bindings(pipeline.build_dataset, scope="eval").get("size_divisibility", 1)
   precomputed = bound.get("proposals", "rpn") == "precomputed"
-  outputs = model(_dummy_batch(max(64, divisor), precomputed), training=False)
+  outputs = model(spec.dummy_batch(max(64, divisor)), training=False)
   assert (out.PROPOSALS in outputs) == (builder == RCNN)
   assert (out.DETECTION_BOXES in outputs) == (heads != "rpn")
   assert (out.DETECTION_MASKS in outputs) == (heads == "mask")
@@ -423,7 +411,7 @@ def test_every_model_config_builds_and_runs(path):
   if heads == "keypoint":
     assert model.keypoint.settings == bound["keypoint_settings"]
     assert outputs[out.DETECTION_KEYPOINTS].shape[2:] == (17, 3)
-    heatmaps = model.keypoint_heatmaps(_dummy_batch(max(64, divisor)),
+    heatmaps = model.keypoint_heatmaps(spec.dummy_batch(max(64, divisor)),
                                        outputs[out.DETECTION_BOXES])
     assert heatmaps.shape[2:] == (56, 56, 17)
 

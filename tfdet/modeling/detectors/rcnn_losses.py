@@ -20,11 +20,7 @@ from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.rcnn_box import BOX_CLS_LOSS, BOX_REG_LOSS
 from tfdet.modeling.detectors.rcnn_keypoint import KEYPOINT_LOSS
 from tfdet.modeling.detectors.rcnn_mask import MASK_LOSS
-from tfdet.modeling.detectors.rcnn_proposals import (
-    RPN_BOX_LOSS,
-    RPN_CLS_LOSS,
-    PrecomputedProposals,
-)
+from tfdet.modeling.detectors.rcnn_proposals import RPN_BOX_LOSS, RPN_CLS_LOSS
 from tfdet.modeling.losses import TOTAL_LOSS
 
 __all__ = ["BOX_CLS_LOSS", "BOX_REG_LOSS", "KEYPOINT_LOSS", "MASK_LOSS", "RPN_BOX_LOSS",
@@ -53,7 +49,7 @@ def rcnn_losses(model, outputs, batch, *, seed=None):
     if part is not None:
       result.update(part.losses(outputs))
   result[TOTAL_LOSS] = tf.add_n(list(result.values()))
-  if model.keypoint is not None and isinstance(model.proposal_source, PrecomputedProposals):
+  if model.keypoint is not None and model.reads_precomputed_proposals:
     visible = tf.reduce_sum(tf.cast(outputs[out.KEYPOINT_WEIGHTS], tf.float32))
     keep = tf.cast(visible > model.keypoint.settings.min_visible_keypoints, tf.float32)
     result = {k: v * keep for k, v in result.items()}
