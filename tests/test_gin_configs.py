@@ -55,6 +55,7 @@ FPN = {
     "builders.build_rcnn.rpn_settings.post_nms_top_n_test": 1000,
     "builders.build_rcnn.roi_settings.box_roi_size": 7,
     "builders.build_rcnn.roi_settings.mask_resolution": 28,
+    "builders.build_rcnn.roi_settings.sampling_ratio": 2,
     "eval/pipeline.build_dataset.size_divisibility": 32,
     "train/inputs.build_input.size_divisibility": 32,
 }
@@ -68,6 +69,7 @@ C4 = {
     "builders.build_rcnn.rpn_settings.post_nms_top_n_test": 1000,
     "builders.build_rcnn.roi_settings.box_roi_size": 14,
     "builders.build_rcnn.roi_settings.mask_resolution": 14,
+    "builders.build_rcnn.roi_settings.sampling_ratio": 0,  # adaptive, Detectron's default
     "eval/pipeline.build_dataset.size_divisibility": 1,
     "train/inputs.build_input.size_divisibility": 1,
 }
@@ -112,8 +114,16 @@ def _backbone(depth, groups, width, stride_in_1x1):
 
 
 def _schedule(max_iter, lr_steps):
-  return {"train.run.base_lr": 0.02, "train.run.max_iter": max_iter,
-          "train.run.lr_steps": lr_steps}
+  return {"train.run.max_iter": max_iter, "train.run.lr_steps": lr_steps}
+
+
+# Detectron's rpn_* rows write 2000 proposals per test image for the two-stage rows (C4:
+# the best 12000 anchors before NMS).
+RPN_FPN_TEST = {"builders.build_rcnn.rpn_settings.post_nms_top_n_test": 2000,
+                "builders.build_rcnn.rpn_settings.collect_top_n_test": 2000}
+RPN_C4_TEST = {"builders.build_rcnn.rpn_settings.pre_nms_top_n_test": 12000,
+               "builders.build_rcnn.rpn_settings.post_nms_top_n_test": 2000,
+               "builders.build_rcnn.rpn_settings.collect_top_n_test": 2000}
 
 
 # RetinaNet (Detectron's retinanet_R-50-FPN): P3..P7, 9 anchors per position, focal loss,
@@ -221,8 +231,12 @@ SETTINGS = {
         "train/inputs.build_input.convention": "modern",
         "eval/pipeline.build_dataset.convention": "modern",
     }, (RETINA, "retinanet", True)),
-    "models/rpn_c4.gin": ((), _model("rpn", "c4"), (RCNN, "rpn", False)),
-    "models/rpn_fpn.gin": ((), _model("rpn", "fpn"), (RCNN, "rpn", True)),
+    "models/rpn_c4.gin": ((), {**_model("rpn", "c4"), **RPN_C4_TEST}, (RCNN, "rpn", False)),
+    "models/rpn_fpn.gin": ((), {**_model("rpn", "fpn"), **RPN_FPN_TEST}, (RCNN, "rpn", True)),
+    # rpn_person_only_*: the same RPN, on the keypoint rows' (person-only) data.
+    "models/rpn_person_only_fpn.gin": ((), {**_model("rpn", "fpn"), **RPN_FPN_TEST,
+                                            "builders.build_rcnn.num_classes": 2},
+                                       (RCNN, "rpn", True)),
     # On its own: the conventions, and build_rcnn's defaults (Mask R-CNN, FPN).
     "models/rcnn_detectron.gin": ((), DETECTRON, (RCNN, "mask", True)),
     # detectron2's conventions over a model file, the input pipelines included.
@@ -293,6 +307,7 @@ SETTINGS = {
     }, (RETINA, "retinanet", True)),
     # Detectron's solver: the 1x schedule, warm-up, SGD and its bias rule, 800 x 1333.
     "training/detectron_solver.gin": ((), {
+        "train.run.base_lr": 0.02,
         **_schedule(90000, (60000, 80000)),
         "train.run.gamma": 0.1,
         "train.run.warmup_iters": 500,
@@ -317,6 +332,10 @@ SETTINGS = {
         "train.run.warmup_iters": 500,
         "train.run.momentum": 0.9,
     }, None),
+    # Detectron's 8-image rows: one image per replica, the solver's 16-image numbers.
+    "training/images_per_gpu_1.gin": (("training/detectron_solver.gin",), {
+        "train.run.images_per_replica": 1, "train.run.base_lr": 0.02,
+        "train.run.reference_batch_size": 16, "train.run.linear_scaling": True}, None),
     "training/schedule_1x.gin": ((), _schedule(90000, (60000, 80000)), None),
     "training/schedule_2x.gin": ((), _schedule(180000, (120000, 160000)), None),
     "training/schedule_s1x.gin": ((), _schedule(130000, (100000, 120000)), None),
@@ -342,7 +361,10 @@ def _bound(selector):
 
 def test_every_shipped_gin_file_has_a_row():
   # A new config needs a row in SETTINGS (what it must bind), a removed one loses its row.
-  assert sorted(_relative(p) for p in gin_files.shipped_gin_files()) == sorted(SETTINGS)
+  # The model zoo's rows (12_2017_baselines/) are checked against Detectron's configs by
+  # tests/model_zoo/test_detectron_configs.py.
+  shipped = [_relative(p) for p in gin_files.shipped_gin_files()]
+  assert sorted(p for p in shipped if not p.startswith("12_2017_baselines/")) == sorted(SETTINGS)
 
 
 @pytest.mark.parametrize("path", sorted(SETTINGS))
@@ -400,7 +422,8 @@ def test_every_model_config_builds_and_runs(path):
   if "roi_settings" in bound:  # an RPN-only model has no RoI head to take them
     assert model.roi_settings == (None if heads == "rpn" else bound["roi_settings"])
   if not use_fpn and not precomputed:
-    assert model.rpn_settings.pre_nms_top_n_test == 6000  # C4's, with 100 kept (above)
+    # C4's (the rpn_* row's 12000), with 100 kept (above)
+    assert model.rpn_settings.pre_nms_top_n_test == (12000 if heads == "rpn" else 6000)
     assert model.rpn_settings.post_nms_top_n_test == 100
   for selector, value in expected.items():
     if selector.startswith(f"{RCNN}.roi_settings.") and heads != "rpn":

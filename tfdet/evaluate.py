@@ -23,7 +23,10 @@ With --tta the detections come from test-time augmentation
 (`tfdet.evaluation.tta`, Detectron's TEST.BBOX_AUG / MASK_AUG / KPS_AUG):
 bind `tta.TTAConfig` in a gin file or --gin_param (with the import lines
 ``from __gin__ import dynamic_registration`` and ``from tfdet.evaluation
-import tta``), e.g. ``tta.TTAConfig.h_flip = True``. The original images are
+import tta``), e.g. ``tta.TTAConfig.h_flip = True``. Without the flag, TTA
+runs when the gin files bind `tta.TTAConfig` (as Detectron runs it when its
+config enables TEST.BBOX_AUG: the X-152 model-zoo row includes
+evaluation/detectron_tta.gin); --notta turns it off. The original images are
 read from the same shards and preprocessed as the ``eval/`` pipeline
 bindings say (its scale is the identity transform's), one image at a time;
 --batch_size does not apply.
@@ -70,7 +73,8 @@ def define_flags():
                       "--annotations_file when it has keypoints).")
   flags.DEFINE_enum("keypoint_confidence", None, ["bbox", "logit"],
                     "Keypoint instance score (default bbox, as Detectron's configs).")
-  flags.DEFINE_bool("tta", False, "Test-time augmentation as the gin-bound tta.TTAConfig says.")
+  flags.DEFINE_bool("tta", None, "Test-time augmentation as the gin-bound tta.TTAConfig says "
+                    "(default: when the gin files bind tta.TTAConfig).")
   flags.mark_flags_as_required(["model_dir", "annotations_file"])
 
 
@@ -146,7 +150,7 @@ def evaluate_checkpoint(model, path, *, file_pattern, label_map, output_dir):
   """Restores `path` into `model`, evaluates it and returns the metrics."""
   step = checkpoints.restore(model, path)
   run_fn = None
-  if FLAGS.tta:
+  if gin_files.tta_configured() if FLAGS.tta is None else FLAGS.tta:
     dataset, run_fn = build_tta_inputs(file_pattern, model.convention)
   else:
     dataset = build_eval_dataset(file_pattern, FLAGS.batch_size)

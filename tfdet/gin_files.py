@@ -107,6 +107,19 @@ def bindings(fn, *, scope=None):
     return {}
 
 
+def tta_configured():
+  """Whether the parsed configuration binds ``tta.TTAConfig`` (Detectron's TEST.BBOX_AUG.ENABLED).
+
+  A model-zoo config that includes evaluation/detectron_tta.gin (Detectron's
+  X-152 row) is evaluated with test-time augmentation unless told otherwise
+  (``python -m tfdet.evaluate --notta``).
+  """
+  try:
+    return bool(gin.get_bindings("tta.TTAConfig"))
+  except ValueError:  # no parsed file imports tfdet.evaluation.tta
+    return False
+
+
 def detector_spec():
   """The `DetectorSpec` the parsed configs name (``spec.DetectorSpec`` in models/*.gin).
 

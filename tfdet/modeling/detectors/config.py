@@ -74,8 +74,12 @@ class RoiHeadSettings:
 
 
 def c4_roi_settings(**overrides):
-  """Detectron's C4 head settings: 14x14 RoIs into res5 (stride 2), 14x14 masks."""
-  values = dict(box_roi_size=14, mask_resolution=14)
+  """Detectron's C4 head settings: 14x14 RoIs into res5 (stride 2), 14x14 masks.
+
+  RoIAlign samples adaptively there (FAST_RCNN.ROI_XFORM_SAMPLING_RATIO 0, Detectron's
+  default, which its C4 configs keep; its FPN configs set 2).
+  """
+  values = dict(box_roi_size=14, mask_resolution=14, sampling_ratio=0)
   values.update(overrides)
   return RoiHeadSettings(**values)
 
