@@ -6,6 +6,7 @@ matches; and every config builds its model.
 """
 
 import json
+import pathlib
 
 import gin
 import numpy as np
@@ -161,3 +162,14 @@ def test_every_config_builds_its_model_and_runs_it(name):
     assert outputs[out.DETECTION_MASKS].shape[2:] == (m, m)
   if row.keypoint:
     assert outputs[out.DETECTION_KEYPOINTS].shape[2:] == (cfg["KRCNN"]["NUM_KEYPOINTS"], 3)
+
+
+def test_model_zoo_md_lists_every_row_with_its_parameter_count():
+  # MODEL_ZOO.md is written by benchmarks/model_zoo_table.py from its measurements.
+  root = pathlib.Path(__file__).resolve().parents[2]
+  doc = (root / "MODEL_ZOO.md").read_text()
+  measured = json.loads(
+      (root / "benchmarks" / "model_zoo_records" / "model_zoo_measurements.json").read_text())
+  for name in ROWS:
+    assert f"| `{name}` |" in doc, name
+    assert f"{measured[name]['parameters'] / 1e6:.1f}M" in doc.split(f"| `{name}` |")[1][:200]
