@@ -127,13 +127,14 @@ def test_c4(heads):
     blobs.mask_c4_head(res5, 16, 3)
   report = convert(model, blobs)
   check_round_trip(model, blobs, report)
-  # Backbone only: C4's res5 is the box head, outside model.backbone (init_backbone's reach).
+  # Backbone only: the trunk, C4's res5 (in the box head) included, as Detectron starts
+  # it from ImageNet; the box outputs are not touched.
   report = convert(model, blobs, backbone_only=True)
   assert {b for b, _, _ in report.converted} == {b for b in blobs.kinds
                                                   if b.startswith(("conv1", "res_", "res2",
-                                                                   "res3", "res4"))}
+                                                                   "res3", "res4", "res5"))}
   outside = detectron_weights.OUTSIDE_BACKBONE.format(part="box")
-  assert "res5_0_branch1_w" in report.ignored[outside]
+  assert "cls_score_w" in report.ignored[outside]
   if heads == "mask":
     _check_deconv(model.mask_head.get_layer("conv5_mask"), blobs, "conv5_mask", stride=2,
                   pad=0, relu=True)
@@ -306,6 +307,37 @@ def test_imagenet_backbone_numbers_and_init_backbone(tmp_path):
   for v, u in zip(model.backbone.variables, fresh.backbone.variables, strict=True):
     np.testing.assert_array_equal(v.numpy(), u.numpy(), err_msg=v.path)
   assert os.path.basename(path) == "backbone-0"
+
+
+def test_c4_imagenet_checkpoint_starts_the_res5_head_too(tmp_path):
+  # Detectron starts C4's res5 box head from the ImageNet res5 weights: the backbone-only
+  # checkpoint of a C4 config carries them and init_backbone puts them in the head.
+  model = build("models/faster_rcnn_c4.gin")
+  blobs = detectron_pkl.Blobs(3)
+  dims = blobs.resnet((1, 1, 1), divisor=D, last_stage=4)
+  blobs.resnet_stage(5, 3, dims[4], 64 * 8 // D, divisor=D, groups=1)
+  convert(model, blobs, backbone_only=True)
+  (tmp_path / "c4").mkdir()
+  detectron_weights.write_checkpoint(model, str(tmp_path / "c4"), backbone_only=True)
+  fresh = build("models/faster_rcnn_c4.gin")
+  cls_before = fresh.box_head.get_layer("cls_score").kernel.numpy()
+  checkpoints.init_backbone(fresh, str(tmp_path / "c4"))
+  res5 = [layer.name for layer in model.box_head.layers
+          if layer.name.startswith("res5_") and layer.weights]
+  assert len(res5) == 20  # 3 blocks x (3 convs, 3 affines) + the projection and its affine
+  for name in res5:
+    for v, u in zip(model.box_head.get_layer(name).weights,
+                    fresh.box_head.get_layer(name).weights, strict=True):
+      np.testing.assert_array_equal(v.numpy(), u.numpy(), err_msg=v.path)
+  np.testing.assert_array_equal(fresh.box_head.get_layer("cls_score").kernel.numpy(), cls_before)
+  for v, u in zip(model.backbone.variables, fresh.backbone.variables, strict=True):
+    np.testing.assert_array_equal(v.numpy(), u.numpy(), err_msg=v.path)
+  # An FPN config's ImageNet checkpoint has no res5 head part: refused for a C4 model.
+  fpn = _backbone_model()
+  (tmp_path / "fpn").mkdir()
+  detectron_weights.write_checkpoint(fpn, str(tmp_path / "fpn"), backbone_only=True)
+  with pytest.raises(ValueError, match="no res5 weights"):
+    checkpoints.init_backbone(build("models/faster_rcnn_c4.gin"), str(tmp_path / "fpn"))
 
 
 def test_batchnorm_takes_the_affine_exactly():

@@ -198,12 +198,17 @@ def _same(match):
 
 
 def _head_namer(part, rules):
-  """layer name -> (part, Detectron prefix) by the first (pattern, rename) rule that matches."""
+  """layer name -> (part, Detectron prefix) by the first matching rule.
+
+  A rule is (pattern, rename) or (pattern, rename, part): the trunk layers of
+  C4's box head (its res5 stage) are part of the trunk, as ImageNet files have
+  them.
+  """
   def name(layer_name):
-    for pattern, rename in rules:
+    for pattern, rename, *own_part in rules:
       match = pattern.match(layer_name)
       if match:
-        return part, rename(match)
+        return (own_part[0] if own_part else part), rename(match)
     return None
   return name
 
@@ -309,7 +314,7 @@ def _parts(model):
     suffix = _level_suffix(model.rpn_levels)
     parts.append((rpn, _head_namer(RPN, [(_RPN_LAYER, lambda m: m.group(0) + suffix)]),
                   "RPN head", False))
-  heads = (("box_head", BOX, [(_TRUNK_LAYER, _same), (_BOX_LAYER, _same)]),
+  heads = (("box_head", BOX, [(_TRUNK_LAYER, _same, TRUNK), (_BOX_LAYER, _same)]),
            ("mask_head", MASK, [(_MASK_FCN, lambda m: f"_[mask]_fcn{m.group(1)}"),
                                 (_MASK_LAYER, _same)]),
            ("keypoint_head", KEYPOINT, [(_KEYPOINT_LAYER, _same)]))

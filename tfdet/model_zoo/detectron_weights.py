@@ -20,8 +20,8 @@ blob or variable:
   checkpoint ``ckpt-0`` (``tf.train.Checkpoint(model=..., step=...)``, no
   optimizer: `checkpoints.restore` and so evaluate, export and infer read
   it; it is not meant to resume training from), or with ``backbone_only`` an
-  ImageNet backbone as ``tf.train.Checkpoint(backbone=model.backbone)``
-  (``backbone-0``), what ``train.run.init_checkpoint`` reads
+  ImageNet backbone as ``tf.train.Checkpoint(**checkpoints.imagenet_parts(model))``
+  (``backbone-0``: the backbone, and a C4 box head's res5), what ``train.run.init_checkpoint`` reads
   (`checkpoints.init_backbone`). The files go to a temporary folder beside
   the output, renamed to it at the end; an existing non-empty output is
   refused.
@@ -29,8 +29,10 @@ blob or variable:
 ``backbone_only``: the trunk's blobs are required; other layers of
 ``model.backbone`` (the FPN, which ImageNet files do not have) take the
 file's blobs when it has them and otherwise keep their initialization; the
-blobs of the heads are ignored. A C4 model's res5 stage is its box head, not
-part of ``model.backbone``, so its ImageNet res5 blobs are among those.
+blobs of the heads are ignored. A C4 model's res5 stage is its box head's, not
+``model.backbone``'s; its ImageNet res5 blobs are required as well and written
+as the checkpoint's ``res5`` part, which `checkpoints.init_backbone` reads into
+a C4 model (Detectron starts C4's res5 head from ImageNet too).
 
 Conventions that need no conversion (tfdet follows Detectron's):
 
@@ -57,6 +59,7 @@ import tensorflow as tf
 
 from tfdet import safe_pickle
 from tfdet.model_zoo import detectron_blob_names as names
+from tfdet.training import checkpoints
 
 
 class DetectronWeightsError(ValueError):
@@ -176,12 +179,15 @@ def load_weights_file(path):
 
 
 def _in_scope(target, backbone_only):
-  """'required', 'optional' or None (not written) for a target under the mode."""
-  if not backbone_only:
+  """'required', 'optional' or None (not written) for a target under the mode.
+
+  With backbone_only the trunk is required, wherever it lives: a C4 model's
+  res5 stage is its box head's, and an ImageNet checkpoint carries it too
+  (`checkpoints.imagenet_parts`).
+  """
+  if not backbone_only or target.part == names.TRUNK:
     return "required"
-  if not target.in_backbone:
-    return None
-  return "required" if target.part == names.TRUNK else "optional"
+  return "optional" if target.in_backbone else None
 
 
 def _ignore_reason(blob, blob_map, outside):
@@ -280,7 +286,7 @@ def convert(model, blobs, *, backbone_only=False, source="<blobs>"):
     target.variable.assign(target.layout.to_keras(value).astype(target.variable.dtype))
     report.converted.append((blob, target.variable, target.part))
   for item in blob_map.derived:
-    if not backbone_only or item.in_backbone:
+    if not backbone_only or item.in_backbone or item.part == names.TRUNK:
       item.variable.assign(item.value.astype(item.variable.dtype))
       report.derived.append((item.variable, item.reason))
   if not backbone_only:
@@ -321,7 +327,7 @@ def write_checkpoint(model, output_dir, *, backbone_only=False, files=None):
   try:
     os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's folder is private; the output is not
     if backbone_only:
-      checkpoint, name = tf.train.Checkpoint(backbone=model.backbone), "backbone"
+      checkpoint, name = tf.train.Checkpoint(**checkpoints.imagenet_parts(model)), "backbone"
     else:
       step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
       checkpoint, name = tf.train.Checkpoint(model=model, step=step), "ckpt"

@@ -123,13 +123,32 @@ def restore_newest_readable(checkpoint, model_dir):
   return None
 
 
+def imagenet_parts(model):
+  """What an ImageNet checkpoint initializes: {"backbone": ..., ["res5": ...]}.
+
+  The backbone, and for a C4 R-CNN the res5 stage of its box head (Detectron
+  starts C4's res5 head from the ImageNet res5 weights too): the head's
+  ``res5_*`` layers that have weights, tracked by layer name.
+  """
+  parts = {"backbone": model.backbone}
+  head = getattr(model, "box_head", None)
+  res5 = [layer for layer in (head.layers if head is not None else ())
+          if layer.name.startswith("res5_") and layer.weights]
+  if res5:
+    parts["res5"] = tf.train.Checkpoint(**{layer.name: layer for layer in res5})
+  return parts
+
+
 def init_backbone(model, path):
-  """Loads only ``model.backbone``'s variables from a checkpoint.
+  """Loads only ``model.backbone``'s variables (and a C4 head's res5) from a checkpoint.
 
   Accepts a training checkpoint of this package (``model/backbone/...``) or a
-  directory holding one (its latest), or a checkpoint written as
-  ``tf.train.Checkpoint(backbone=...)`` (``backbone/...``, e.g. converted
-  ImageNet weights). Everything else in the file is ignored.
+  directory holding one (its latest), or an ImageNet checkpoint written as
+  ``tf.train.Checkpoint(**imagenet_parts(model))`` (``backbone/...`` and, for
+  C4 models, ``res5/...``: ``python -m tfdet.import_detectron --backbone_only``).
+  Everything else in the file is ignored. A C4 model needs the res5 part of
+  an ImageNet checkpoint (one written from a C4 config); from a training
+  checkpoint it takes the backbone only.
 
   Returns:
     the path read.
@@ -143,7 +162,12 @@ def init_backbone(model, path):
   if any(n.startswith("model/backbone/") for n in names):
     root = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone))
   elif any(n.startswith("backbone/") for n in names):
-    root = tf.train.Checkpoint(backbone=model.backbone)
+    parts = imagenet_parts(model)
+    if "res5" in parts and not any(n.startswith("res5/") for n in names):
+      raise ValueError(f"{path} holds no res5 weights for this C4 model's box head: write the "
+                       "ImageNet checkpoint from a C4 config (python -m tfdet.import_detectron "
+                       "--backbone_only)")
+    root = tf.train.Checkpoint(**parts)
   else:
     raise ValueError(f"{path} holds no backbone variables (model/backbone/ or backbone/)")
   status = root.read(path)
