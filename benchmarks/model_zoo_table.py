@@ -14,7 +14,9 @@ each run adds to them and the document is rewritten from all of them:
   masks and keypoints) of the full-size model on one 800x1333 image (padded to
   the config's canvas multiple) with 8 objects and, for the rows that read
   precomputed proposals, 1000 proposals; tf.functions after a warm-up, the
-  median of --runs runs, on this machine (its CPU count is recorded).
+  median of --runs runs, on this machine (its CPU count is recorded). Rows that
+  differ only in their schedule (1x / 2x / s1x) build the same model and read
+  the same inputs: one measurement serves them all.
 
 Detectron's published numbers (P100 GPUs; COCO minival AP) come from
 benchmarks/model_zoo_records/detectron_published_12_2017.json.
@@ -59,8 +61,18 @@ TABLES = [
 ]
 
 
+BACKBONE_ORDER = ("R-50-C4", "R-50-FPN", "R-101-FPN", "X-101-64x4d-FPN", "X-101-32x8d-FPN",
+                  "X-152-32x8d-FPN-IN5k")
+
+
+def _order(row):
+  """Detectron's order within a table: backbone as its tables list them, then schedule."""
+  backbone = next(b for b in BACKBONE_ORDER if f"_{b}_" in row)
+  return BACKBONE_ORDER.index(backbone), row.startswith(("mask", "e2e_mask")), row
+
+
 def _rows():
-  return sorted(p.stem for p in (gin_files.CONFIG_DIR / ZOO).glob("*.gin"))
+  return sorted((p.stem for p in (gin_files.CONFIG_DIR / ZOO).glob("*.gin")), key=_order)
 
 
 def _parse(row, bindings=()):
@@ -68,10 +80,16 @@ def _parse(row, bindings=()):
   gin_files.parse([f"{ZOO}/{row}.gin"], bindings)
 
 
-def _model_key(row):
+def _model_key(row, *, with_inputs=False):
+  """Rows with equal keys build the same model (and, with_inputs, read the same inputs)."""
   _parse(row)
   builder = gin_values.model_builder()
-  return repr((builder, sorted(gin.get_bindings(builder).items())))
+  key = [builder, sorted(gin.get_bindings(builder).items())]
+  if with_inputs:
+    for scope, fn in (("train", "inputs.build_input"), ("eval", "pipeline.build_dataset")):
+      with gin.config_scope(scope):
+        key.append(sorted(gin.get_bindings(fn).items()))
+  return repr(key)
 
 
 def _batch(model, instances=8, proposals=1000):
@@ -167,13 +185,23 @@ def measure(args):
         print(f"{row:45s} {counts[key]:>14,d}", flush=True)
       measured.setdefault(row, {})["parameters"] = counts[key]
   if args.measure_times:
+    twins = {}
+    for row in _rows():
+      twins.setdefault(_model_key(row, with_inputs=True), []).append(row)
+    done = set()
     for row in rows:
+      if row in done:
+        continue
       tf.keras.backend.clear_session()
       train_s, infer_s = step_times(row, args.runs)
       print(f"{row:45s} train step {train_s:7.2f} s   inference {infer_s:7.2f} s", flush=True)
-      measured.setdefault(row, {}).update(
-          train_step_s=round(train_s, 2), inference_s=round(infer_s, 2), runs=args.runs,
-          machine=_machine(), date=datetime.date.today().isoformat())
+      # The rows of another schedule build the same model on the same inputs: one measure.
+      for twin in next(v for v in twins.values() if row in v):
+        measured.setdefault(twin, {}).update(
+            train_step_s=round(train_s, 2), inference_s=round(infer_s, 2), runs=args.runs,
+            measured_as=row, machine=_machine(), date=datetime.date.today().isoformat())
+        done.add(twin)
+      MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
   MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
