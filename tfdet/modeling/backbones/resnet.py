@@ -20,6 +20,7 @@ from Detectron's pickles a renaming-free affair.
 
 import keras
 
+from tfdet.layers import grouped_conv
 from tfdet.layers.normalization import make_norm
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -38,10 +39,11 @@ def _conv(x, filters, kernel, *, stride=1, dilation=1, groups=1, name, trainable
   pad = dilation * (kernel - 1) // 2
   if pad:
     x = keras.layers.ZeroPadding2D(pad, name=name + "_pad")(x)
-  return keras.layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation,
-                             groups=groups, padding="valid", use_bias=False,
-                             kernel_initializer=msra_init(), name=name,
-                             trainable=trainable)(x)
+  # Grouped (ResNeXt): TF's own kernels, not Keras's XLA route (tfdet.layers.grouped_conv).
+  conv = grouped_conv.GroupedConv2D if groups > 1 else keras.layers.Conv2D
+  return conv(filters, kernel, strides=stride, dilation_rate=dilation, groups=groups,
+              padding="valid", use_bias=False, kernel_initializer=msra_init(), name=name,
+              trainable=trainable)(x)
 
 
 def _norm(x, norm, *, name, trainable):
