@@ -251,9 +251,8 @@ tfdet's configs give the 16-image solver and the images per replica, and the
 linear scaling rule makes them Detectron's on 8 replicas). **params**: our
 full-size model, every weight. **ours: train / infer (s)**: one training step
 and one inference step of our full-size model on one 800x1333 image, measured
-on {machines} (`benchmarks/model_zoo_table.py`, which also rewrites this file;
-"-": not measured on this machine yet, a full-size step there takes up to a
-minute). **Detectron: train / infer (s)**: Detectron's published s/iter (8
+on {machines}, random weights, after a warm-up call (`benchmarks/model_zoo_table.py
+--measure_times --runs 1`, which also rewrites this file). **Detectron: train / infer (s)**: Detectron's published s/iter (8
 P100 GPUs, 8 or 16 images) and s/image. **AP and AR**: Detectron's published
 COCO minival numbers / ours; ours are "-" until a row is trained, or its
 Detectron weights imported (Commands, below), and evaluated on COCO, which
