@@ -95,13 +95,17 @@ class GeneralizedRCNN(keras.Model):
     boxes, scores, valid = self.box.candidates(features, rois, num_rois, image_info)
     detections = self.box.postprocess(boxes, scores, valid)
     result.update(detections)
+    # The mask and keypoint heads run on the detections only, not on the padding after them.
+    detected = (tf.range(tf.shape(detections[out.DETECTION_BOXES])[1])[None, :]
+                < tf.cast(detections[out.NUM_DETECTIONS], tf.int32)[:, None])
     if self.mask is not None:
       probabilities, _ = self.mask.predictions(features, detections[out.DETECTION_BOXES],
                                                detections[out.DETECTION_CLASSES], image_info,
-                                               self.box)
+                                               self.box, valid=detected)
       result[out.DETECTION_MASKS] = probabilities
     if self.keypoint is not None:
-      heatmaps = self.keypoint.heatmaps(features, detections[out.DETECTION_BOXES], image_info)
+      heatmaps = self.keypoint.heatmaps(features, detections[out.DETECTION_BOXES], image_info,
+                                        valid=detected)
       result[out.DETECTION_KEYPOINTS] = self.keypoint.keypoints(
           heatmaps, detections[out.DETECTION_BOXES])
     return result

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tfdet.data import keys
 from tfdet.modeling import losses
 from tfdet.modeling.detectors import outputs as out
+from tfdet.modeling.detectors import rcnn_pooling
 from tfdet.modeling.detectors.config import KeypointSettings
 from tfdet.ops import keypoint_heatmaps, keypoint_targets
 
@@ -44,15 +45,27 @@ class KeypointPart(keras.layers.Layer):
     self.sampling = sampling
     self.built = True
 
-  def logits(self, features, rois, training=False):
-    """Heatmap logits [B, R, S, S, J] of [B, R, 4] RoIs in resized pixels."""
+  def logits(self, features, rois, training=False, valid=None):
+    """Heatmap logits [B, R, S, S, J] of [B, R, 4] RoIs in resized pixels.
+
+    Args:
+      valid: None, or [B, R] bool: the head runs on these rows only (the
+        others' logits are zeros).
+    """
     batch = tf.shape(rois)[0]
     r = tf.shape(rois)[1]
-    pooled = self.pooler(features, rois, output_size=self.settings.roi_size,
-                         sampling_ratio=self.settings.sampling_ratio)
+    if valid is None:
+      pooled = self.pooler(features, rois, output_size=self.settings.roi_size,
+                           sampling_ratio=self.settings.sampling_ratio)
+      logits = self.head(pooled, training=training)[out.KEYPOINT_LOGITS]
+      shape = tf.shape(logits)
+      return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
+    rows = rcnn_pooling.valid_rows(valid)
+    pooled = self.pooler.pool_flat(features, tf.gather_nd(rois, rows),
+                                   tf.cast(rows[:, 0], tf.int32), output_size=self.settings.roi_size,
+                                   sampling_ratio=self.settings.sampling_ratio)
     logits = self.head(pooled, training=training)[out.KEYPOINT_LOGITS]
-    shape = tf.shape(logits)
-    return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
+    return rcnn_pooling.scatter_rows(logits, rows, batch, r)
 
   def train(self, features, proposals, num_proposals, batch, image_info):
     """Samples the keypoint RoIs, assigns their targets and runs the head on them.
@@ -67,13 +80,19 @@ class KeypointPart(keras.layers.Layer):
         batch[keys.GT_KEYPOINTS], image_info[:, 2], convention=self.convention,
         mode=self.sampling, fg_thresh=s.fg_thresh, rois_per_image=s.rois_per_image,
         heatmap_size=s.heatmap_size)
-    return {out.KEYPOINT_LOGITS: self.logits(features, rois.rois, training=True),
+    # The head runs on the sampled rows only: a padding row's logits are zeros, its weights 0.
+    return {out.KEYPOINT_LOGITS: self.logits(features, rois.rois, training=True,
+                                             valid=rois.valid),
             out.KEYPOINT_TARGETS: rois.targets, out.KEYPOINT_WEIGHTS: rois.weights}
 
-  def heatmaps(self, features, boxes, image_info):
-    """Heatmap logits [B, D, S, S, J] of boxes in original-image pixels."""
+  def heatmaps(self, features, boxes, image_info, valid=None):
+    """Heatmap logits [B, D, S, S, J] of boxes in original-image pixels.
+
+    Args:
+      valid: None, or [B, D] bool: the head runs on these boxes only (zeros elsewhere).
+    """
     rois = tf.cast(boxes, tf.float32) * image_info[:, 2][:, None, None]  # to the resized image
-    return self.logits(features, rois, training=False)
+    return self.logits(features, rois, training=False, valid=valid)
 
   def keypoints(self, heatmaps, boxes):
     """[B, D, J, 3] (x, y, score) in original pixels from [B, D, S, S, J] heatmaps."""

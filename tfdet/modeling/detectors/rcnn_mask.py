@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfdet.data import keys
 from tfdet.modeling import losses
 from tfdet.modeling.detectors import outputs as out
+from tfdet.modeling.detectors import rcnn_pooling
 from tfdet.modeling.detectors.config import RoiHeadSettings
 from tfdet.ops import mask_targets
 
@@ -45,18 +46,36 @@ class MaskPart(keras.layers.Layer):
     self.sampling = sampling
     self.built = True
 
-  def logits(self, features, rois, res5=None, training=False):
-    """Mask logits [B, R, M, M, C] of [B, R, 4] RoIs (or of their res5 features)."""
+  def logits(self, features, rois, res5=None, training=False, valid=None):
+    """Mask logits [B, R, M, M, C] of [B, R, 4] RoIs (or of their res5 features).
+
+    Args:
+      res5: C4 only: the box head's res5 features of the same RoIs, [B * R, ...].
+      valid: None, or [B, R] bool: the head runs on these rows only (the
+        others' logits are zeros), which is most of the mask head's cost saved
+        when few of the R rows are foreground.
+    """
     batch = tf.shape(rois)[0]
     r = tf.shape(rois)[1]
+    if valid is None:
+      if self.on_res5:
+        head_in = res5
+      else:
+        head_in = self.pooler(features, rois, output_size=self.settings.mask_roi_size,
+                              sampling_ratio=self.settings.sampling_ratio)
+      logits = self.head(head_in, training=training)[out.MASK_LOGITS]
+      shape = tf.shape(logits)
+      return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
+    rows = rcnn_pooling.valid_rows(valid)
     if self.on_res5:
-      head_in = res5
+      shape = tf.shape(res5)
+      head_in = tf.gather_nd(tf.reshape(res5, tf.concat([[batch, r], shape[1:]], 0)), rows)
     else:
-      head_in = self.pooler(features, rois, output_size=self.settings.mask_roi_size,
-                            sampling_ratio=self.settings.sampling_ratio)
+      head_in = self.pooler.pool_flat(
+          features, tf.gather_nd(rois, rows), tf.cast(rows[:, 0], tf.int32),
+          output_size=self.settings.mask_roi_size, sampling_ratio=self.settings.sampling_ratio)
     logits = self.head(head_in, training=training)[out.MASK_LOGITS]
-    shape = tf.shape(logits)
-    return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
+    return rcnn_pooling.scatter_rows(logits, rows, batch, r)
 
   def train(self, features, sampled, res5, batch, image_info):
     """Mask targets and logits of the foreground sampled RoIs.
@@ -80,25 +99,32 @@ class MaskPart(keras.layers.Layer):
       shape = tf.shape(res5)
       res5 = tf.reshape(res5, tf.concat([tf.shape(sampled.rois)[:2], shape[1:]], 0))
       res5_fg = tf.reshape(res5[:, :n_fg], tf.concat([[-1], shape[1:]], 0))
-    return {out.MASK_LOGITS: self.logits(features, fg_rois, res5_fg, training=True),
+    # The head runs on the foreground rows only (Detectron's runs on its fg RoIs): a padding
+    # row's logits are zeros, and its loss weight is zero.
+    return {out.MASK_LOGITS: self.logits(features, fg_rois, res5_fg, training=True, valid=fg),
             out.MASK_TARGETS: targets, out.MASK_LABELS: sampled.labels[:, :n_fg],
             out.MASK_FG: fg}
 
-  def predictions(self, features, boxes, classes, image_info, box_part):
+  def predictions(self, features, boxes, classes, image_info, box_part, valid=None):
     """(probabilities, logits) [B, D, M, M] of each box's class; boxes in original pixels.
 
     Args:
       box_part: the model's `BoxPart` (its res5 features, for C4's head).
+      valid: None, or [B, D] bool: the head runs on these boxes only (e.g. the
+        detections, not the padding after them); the others get zeros.
     """
     rois = boxes * image_info[:, 2][:, None, None]  # back to the resized image
     res5 = None
-    if self.on_res5:
+    if self.on_res5:  # (C4: res5 of every box; the mask head proper on the valid ones)
       _, _, res5 = box_part.run_head(features, rois, training=False)
-    logits = self.logits(features, rois, res5, training=False)  # [B, D, M, M, C]
+    logits = self.logits(features, rois, res5, training=False, valid=valid)  # [B, D, M, M, C]
     chosen = tf.gather(tf.transpose(logits, [0, 1, 4, 2, 3]),
                        classes if logits.shape[-1] != 1 else tf.zeros_like(classes),
                        batch_dims=2)  # [B, D, M, M]
-    return tf.sigmoid(chosen), chosen
+    probabilities = tf.sigmoid(chosen)
+    if valid is not None:
+      probabilities = tf.where(valid[:, :, None, None], probabilities, 0.0)
+    return probabilities, chosen
 
   def losses(self, outputs):
     """Per-pixel sigmoid cross-entropy of each foreground RoI's class mask."""

@@ -44,6 +44,11 @@ class RoiPooler:
     r = tf.shape(rois)[1]
     flat = tf.reshape(rois, [-1, 4])  # [B*R, 4]
     batch_indices = tf.repeat(tf.range(batch, dtype=tf.int32), r)
+    return self.pool_flat(features, flat, batch_indices, output_size=output_size,
+                          sampling_ratio=sampling_ratio)
+
+  def pool_flat(self, features, flat, batch_indices, *, output_size, sampling_ratio):
+    """[N, 4] RoIs of images [N] (int32) -> [N, S, S, C] pooled features."""
     maps = [features[name] for name in self.levels]
     scales = [1.0 / s for s in self.strides]
     common = dict(output_size=output_size, sampling_ratio=sampling_ratio, aligned=self.aligned,
@@ -56,3 +61,22 @@ class RoiPooler:
                                       convention=self.convention)
     return roi_align.multilevel_roi_align(maps, flat, batch_indices, levels - self.min_level,
                                           spatial_scales=scales, **common)
+
+
+def valid_rows(valid):
+  """The rows a head runs on: [N + 1, 2] int64 (image, row) of the N True entries of a
+  [B, R] bool mask, row-major, then a spare (0, 0), so that the head never runs on an empty
+  batch (TF's CPU convolutions mishandle a zero-sized batch); `scatter_rows` drops it."""
+  return tf.concat([tf.where(valid), tf.zeros([1, 2], tf.int64)], 0)
+
+
+def scatter_rows(values, rows, batch, num_rows):
+  """[N + 1, ...] head outputs of `rows` (`valid_rows`) into zeros of [batch, num_rows, ...].
+
+  The spare last row is dropped. The gradient gathers the same rows back, so a head run on
+  the valid rows only trains exactly as if it had run on all of them with the others
+  masked out.
+  """
+  shape = tf.concat([tf.cast([batch, num_rows], tf.int64),
+                     tf.shape(values, out_type=tf.int64)[1:]], 0)
+  return tf.scatter_nd(rows[:-1], values[:-1], shape)
