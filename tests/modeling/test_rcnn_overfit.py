@@ -82,8 +82,9 @@ def _coco_results(model, batch, with_masks):
   return overfit_data.coco_results(outputs, SCENES, convention="detectron", pasted_masks=pasted)
 
 
-# COCO AP on the three training images after 150 steps, as measured (TF 2.21, CPU; the
-# runs are seeded and deterministic there); each test asserts measured - MARGIN, so a
+# COCO AP on the three training images after 150 steps (250 for Faster C4), as measured
+# (TF 2.21, CPU; the runs are seeded and deterministic on one machine); each test asserts
+# measured - MARGIN, so a
 # change that costs more than 0.1 AP anywhere fails. "soft": Faster R-CNN FPN evaluated
 # again with Gaussian soft-NMS and box voting at 0.8.
 MARGIN = 0.1
@@ -92,7 +93,11 @@ MEASURED = {
                        "soft": {"AP": 0.771, "AP50": 1.0}},
     ("mask", True): {"bbox": {"AP": 0.813, "AP50": 1.0},
                      "segm": {"AP": 0.871, "AP50": 1.0}},
-    ("faster", False): {"bbox": {"AP": 0.739, "AP50": 0.959}},
+    # 250 steps: the seeded runs are deterministic on one machine, but oneDNN's kernels round
+    # differently on different CPUs, and this one drifts most: at 150 steps it reached AP
+    # 0.739 (AP50 0.959) on an AMD EPYC (AVX2) and 0.500 on an Intel Xeon with AVX-512 /
+    # AMX; at 250 steps on the latter AP 0.776, AP50 0.876.
+    ("faster", False): {"bbox": {"AP": 0.776, "AP50": 0.876}},
     # 14x14 (C4) masks of the one small triangle (~700 px) are coarse.
     ("mask", False): {"bbox": {"AP": 0.714, "AP50": 1.0},
                       "segm": {"AP": 0.740, "AP50": 0.876}},
@@ -107,7 +112,7 @@ def _assert_ap(stats, measured, summary):
 @pytest.mark.parametrize("heads,use_fpn,steps", [
     ("faster", True, 150),
     ("mask", True, 150),
-    ("faster", False, 150),
+    ("faster", False, 250),
     ("mask", False, 150),
 ])
 def test_detector_overfits(tmp_path, heads, use_fpn, steps):
