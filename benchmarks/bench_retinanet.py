@@ -33,30 +33,15 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import side_by_side  # noqa: E402
+
+ROOT = side_by_side.ROOT
 PEER_SCRIPT = os.path.join(ROOT, "benchmarks", "peers", "model_garden_retinanet.py")
 HEIGHT, WIDTH, VALID_WIDTH = 800, 1344, 1333
-
-
-def _times(fn, warmup, runs):
-  """(first call s, [timed call s]) of fn, whose outputs are fetched each call."""
-  import tensorflow as tf
-
-  def call():
-    start = time.perf_counter()
-    tf.nest.map_structure(lambda x: x.numpy(), fn())
-    return time.perf_counter() - start
-
-  first = call()
-  for _ in range(warmup):
-    call()
-  return first, [call() for _ in range(runs)]
 
 
 def measure_tfdet(warmup, runs, threads=None):
@@ -90,7 +75,7 @@ def measure_tfdet(warmup, runs, threads=None):
             "num_params": int(model.count_params())}
   for name, fn in (("dense", dense), ("post", post), ("post_loaded", post_loaded),
                    ("whole", whole)):
-    first, times = _times(fn, warmup, runs)
+    first, times = side_by_side.timed_calls(fn, warmup, runs)
     result[f"{name}_s"] = statistics.median(times)
     result[f"{name}_all"] = times
     result[f"{name}_first_call_s"] = first
@@ -100,53 +85,32 @@ def measure_tfdet(warmup, runs, threads=None):
   return result
 
 
-def _run_side(command, env=None):
-  proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                        env=dict(os.environ, **(env or {})), check=False)
-  lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-  if proc.returncode != 0 or not lines:
-    raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-  return json.loads(lines[-1][len("RESULT "):])
-
-
-def side_by_side(args):
-  peer_python = os.path.join(args.peer_venv, "bin", "python")
-  if not os.path.exists(peer_python):
-    raise SystemExit(f"no Model Garden environment at {args.peer_venv}: run "
-                     "bash benchmarks/peers/setup_model_garden.sh (or pass --peer_venv)")
+def side_by_side_run(args):
+  peer_python = side_by_side.peer_python(args.peer_venv)
   common = [f"--warmup={args.warmup}", f"--runs={args.runs}"]
   if args.threads:
     common.append(f"--threads={args.threads}")
-  ours = [sys.executable, os.path.abspath(__file__), "--side=tfdet", *common]
-  peer = [peer_python, PEER_SCRIPT, *common]
-  rounds = {"tfdet": [], "model_garden": []}
-  for r in range(args.rounds):
-    order = [("tfdet", ours), ("model_garden", peer)]
-    for name, command in order if r % 2 == 0 else order[::-1]:
-      result = _run_side(command, env={"PYTHONPATH": ROOT} if name == "tfdet" else None)
-      rounds[name].append(result)
-      print(f"round {r + 1} {name}: whole {result['whole_s']:.3f} s, dense "
-            f"{result['dense_s']:.3f} s, post {result['post_s']:.3f} s", flush=True)
+  sides = [("tfdet", [sys.executable, os.path.abspath(__file__), "--side=tfdet", *common],
+            {"PYTHONPATH": ROOT}),
+           ("model_garden", [peer_python, PEER_SCRIPT, *common], None)]
+
+  def report(r, name, result):
+    print(f"round {r + 1} {name}: whole {result['whole_s']:.3f} s, dense "
+          f"{result['dense_s']:.3f} s, post {result['post_s']:.3f} s", flush=True)
+
+  rounds = side_by_side.alternate(sides, args.rounds, report)
   print_table(rounds)
   return rounds
 
 
 def print_table(rounds):
   """Medians over rounds, the ratio tfdet / Model Garden and peak memory."""
-  def med(name, key):
-    values = [r[key] for r in rounds[name] if key in r]
-    return statistics.median(values) if values else float("nan")
-
-  rows = [("inference, whole (s)", "whole_s"), ("dense: backbone + FPN + head (s)", "dense_s"),
-          ("post-processing, random weights (s)", "post_s"),
-          ("post-processing, probabilities uniform in [0, 1] (s)", "post_loaded_s"),
-          ("first call incl. trace (s)", "first_call_s"), ("peak memory (MB)", "peak_rss_mb")]
+  rows = [("inference, whole (s)", "whole_s", 3), ("dense: backbone + FPN + head (s)", "dense_s", 3),
+          ("post-processing, random weights (s)", "post_s", 3),
+          ("post-processing, probabilities uniform in [0, 1] (s)", "post_loaded_s", 3),
+          ("first call incl. trace (s)", "first_call_s", 3), ("peak memory (MB)", "peak_rss_mb", 0)]
   print(f"\n{len(rounds['tfdet'])} rounds, medians of each side's medians\n")
-  print("| | tfdet | Model Garden | tfdet / MG |")
-  print("| --- | ---: | ---: | ---: |")
-  for label, key in rows:
-    ours, peer = med("tfdet", key), med("model_garden", key)
-    print(f"| {label} | {ours:.3f} | {peer:.3f} | {ours / peer:.2f} |")
+  print("\n".join(side_by_side.table(rounds["tfdet"], rounds["model_garden"], rows)))
   per_round = [f"{o['whole_s']:.2f}/{p['whole_s']:.2f}"
                for o, p in zip(rounds["tfdet"], rounds["model_garden"], strict=True)]
   print(f"\nwhole, tfdet/MG per round: {', '.join(per_round)}")
@@ -160,13 +124,12 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--threads", type=int, default=None)
-  parser.add_argument("--peer_venv", default=os.environ.get(
-      "MG_VENV", os.path.join(ROOT, ".venv-model-garden")))
+  parser.add_argument("--peer_venv", default=side_by_side.DEFAULT_PEER_VENV)
   args = parser.parse_args()
   if args.side == "tfdet":
     print("RESULT " + json.dumps(measure_tfdet(args.warmup, args.runs, args.threads)))
   else:
-    side_by_side(args)
+    side_by_side_run(args)
 
 
 if __name__ == "__main__":
