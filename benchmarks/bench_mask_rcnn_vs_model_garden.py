@@ -107,7 +107,6 @@ def measure_inference(scene, warmup, runs):
 
 
 def measure_train(scene, warmup, runs):
-  import tensorflow as tf
 
   spec, model = _build_model()
   batch = rcnn_batches.tfdet_batch(scene, tuple(scene["padded_hw"]))
@@ -115,17 +114,7 @@ def measure_train(scene, warmup, runs):
   # Learning rate 0: the step computes and applies its update (momentum and all), but the
   # weights stay put, so every timed step is the same step. With random weights the
   # activations are large and one real update makes the losses NaN.
-  optimizer = tf.keras.optimizers.SGD(learning_rate=0.0, momentum=0.9)
-
-  @tf.function
-  def train_step():
-    with tf.GradientTape() as tape:
-      losses = spec.loss(model, model(batch, training=True), batch)
-    total = losses["total_loss"]
-    grads = tape.gradient(total, model.trainable_variables)
-    optimizer.apply_gradients(
-        [(g, w) for g, w in zip(grads, model.trainable_variables, strict=True) if g is not None])
-    return total
+  train_step = rcnn_batches.train_step(spec, model, batch, learning_rate=0.0)
 
   first, times = side_by_side.timed_calls(train_step, warmup, runs)
   return {"train_s": statistics.median(times), "train_all": times, "train_first_call_s": first,

@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
+import rcnn_batches  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfdet import gin_files  # noqa: E402
@@ -143,17 +144,7 @@ def step_times(row, runs):
   model = spec.build()
   batch = _batch(model)
   model(batch, training=False)
-  optimizer = tf.keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9)
-
-  @tf.function
-  def train_step():
-    with tf.GradientTape() as tape:
-      losses = spec.loss(model, model(batch, training=True), batch)
-    total = losses["total_loss"]
-    grads = tape.gradient(total, model.trainable_variables)
-    optimizer.apply_gradients(
-        [(g, w) for g, w in zip(grads, model.trainable_variables, strict=True) if g is not None])
-    return total
+  train_step = rcnn_batches.train_step(spec, model, batch, learning_rate=1e-4)
 
   @tf.function
   def infer_step():

@@ -189,17 +189,7 @@ def main():
   # Learning rate 0: the step computes and applies its update (momentum and all), but the
   # weights stay put, so every timed step is the same step. With random weights the
   # activations are large and one real update makes the losses NaN.
-  optimizer = tf.keras.optimizers.SGD(learning_rate=0.0, momentum=0.9)
-
-  @tf.function
-  def train_step():
-    with tf.GradientTape() as tape:
-      losses = spec.loss(model, model(train_batch, training=True), train_batch)
-    total = losses["total_loss"]
-    grads = tape.gradient(total, model.trainable_variables)
-    optimizer.apply_gradients(
-        [(g, w) for g, w in zip(grads, model.trainable_variables, strict=True) if g is not None])
-    return total
+  train_step = rcnn_batches.train_step(spec, model, train_batch, learning_rate=0.0)
 
   @tf.function
   def infer_step():

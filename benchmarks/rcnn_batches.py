@@ -83,3 +83,23 @@ def fpn_rois(num_rois, batch, image_hw=(800, 1344), seed=0):
   x2, y2 = np.minimum(x1 + w, image_hw[1] - 1), np.minimum(y1 + h, image_hw[0] - 1)
   rois = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
   return rois, (np.arange(num_rois) * batch // num_rois).astype(np.int32)
+
+
+def train_step(spec, model, batch, learning_rate):
+  """A tf.function: one training step (forward, the spec's losses, backward, SGD with
+  momentum 0.9) of `model` on `batch`; returns the total loss."""
+  import tensorflow as tf
+
+  optimizer = tf.keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      losses = spec.loss(model, model(batch, training=True), batch)
+    total = losses["total_loss"]
+    grads = tape.gradient(total, model.trainable_variables)
+    optimizer.apply_gradients(
+        [(g, w) for g, w in zip(grads, model.trainable_variables, strict=True) if g is not None])
+    return total
+
+  return step
