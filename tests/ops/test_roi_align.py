@@ -160,6 +160,34 @@ def test_multilevel_equals_single_level(impl):
 
 
 @needs_library
+def test_multilevel_matches_reference_over_channel_blocks():
+  """The CPU backward splits channels into blocks of 64: 150 channels (two full blocks and a
+  partial one), three images in shuffled order and most RoIs on the finest level."""
+  rng = np.random.default_rng(7)
+  strides = [4, 8, 16]
+  feats = [tf.constant(rng.normal(size=(3, 48 // s, 64 // s, 150)).astype(np.float32))
+           for s in strides]
+  rois = _random_rois(rng, 30, 12, 16, 4)
+  bidx = rng.integers(0, 3, 30).astype(np.int32)
+  levels = rng.choice(3, 30, p=[0.7, 0.2, 0.1]).astype(np.int32)
+  upstream = rng.normal(size=(30, 4, 5, 150)).astype(np.float32)
+  results = []
+  for impl in ("custom", "reference"):
+    with tf.GradientTape() as tape:
+      tape.watch(feats)
+      out = multilevel_roi_align(feats, rois, bidx, levels,
+                                 spatial_scales=[1 / s for s in strides], output_size=(4, 5),
+                                 sampling_ratio=2, aligned=False, implementation=impl)
+      loss = tf.reduce_sum(out * upstream)
+    results.append((out.numpy(), [g.numpy() for g in tape.gradient(loss, feats)]))
+  (out, grads), (ref_out, ref_grads) = results
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  for g, want in zip(grads, ref_grads, strict=True):
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_library
 def test_multilevel_with_one_level_in_graph():
   rng = np.random.default_rng(4)
   feats = tf.constant(rng.normal(size=(1, 6, 7, 2)).astype(np.float32))
