@@ -49,6 +49,7 @@ import json
 import os
 
 import tensorflow as tf
+from absl import logging
 
 from tfdet.data import decoder, keys, schema, transforms
 from tfdet.modeling.detectors import outputs as out
@@ -84,6 +85,10 @@ class DetectionModule(tf.Module):
           "this model reads precomputed proposals (it has no RPN), so images alone cannot be "
           "served or inferred: export or run the end-to-end model of the same family, or "
           "evaluate this one on shards with proposals (tfdet.evaluate)")
+    if getattr(model, "jit_compile_inference", False):
+      # A SavedModel with XLA-compiled functions needs a server built with XLA.
+      logging.info("export: the model's jit_compile_inference is turned off for serving")
+      model.jit_compile_inference = False
     self.model = model
     self._scale = float(scale)
     self._max_size = float(max_size)

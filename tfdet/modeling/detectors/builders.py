@@ -74,7 +74,7 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
                mask_num_convs=4, mask_conv_dim=256, rpn_settings=None, roi_settings=None,
                proposals="rpn", keypoint_settings=None, keypoint_num_convs=8,
                keypoint_conv_dim=512, implementation="custom", stage_blocks=None,
-               width_divisor=1, backbone=None):
+               width_divisor=1, backbone=None, jit_compile_inference=False):
   """An RPN, Fast/Faster R-CNN, Mask R-CNN or Keypoint R-CNN on a ResNet/ResNeXt C4 or FPN.
 
   Args:
@@ -102,6 +102,8 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
     stage_blocks, width_divisor: shrink the trunk (tiny test models only).
     backbone: None to build one from the arguments above, or an already-built
       backbone model of the same shape (its weights are shared).
+    jit_compile_inference: XLA for the backbone and RPN head at inference
+      (`tfdet.modeling.xla`; off: on a CPU it speeds inference ~10% only).
 
   Returns:
     GeneralizedRCNN.
@@ -191,7 +193,8 @@ def build_rcnn(*, heads="mask", depth=50, num_groups=1, width_per_group=64, stri
   return GeneralizedRCNN(backbone=backbone, proposal_source=source, box=box, mask=mask,
                          keypoint=keypoint, num_classes=num_classes, convention=convention,
                          sampling=sampling, aligned_roi=aligned_roi,
-                         implementation=implementation)
+                         implementation=implementation,
+                         jit_compile_inference=jit_compile_inference)
 
 
 def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1=True,
@@ -199,7 +202,8 @@ def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1
                     convention="detectron", min_level=3, max_level=7, anchor_scale=4.0,
                     scales_per_octave=3, anchor_ratios=(1.0, 2.0, 0.5), anchor_offset=0.0,
                     num_convs=4, head_dim=None, settings=None, implementation="custom",
-                    stage_blocks=None, width_divisor=1, backbone=None):
+                    stage_blocks=None, width_divisor=1, backbone=None,
+                    jit_compile_inference=False):
   """A RetinaNet on a ResNet/ResNeXt FPN (Detectron's retinanet_* configs by default).
 
   Args:
@@ -220,6 +224,8 @@ def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1
       compiled ops; export checks it).
     stage_blocks, width_divisor: shrink the trunk (tiny test models only).
     backbone: None, or an already-built backbone model of the same shape.
+    jit_compile_inference: XLA for the backbone and head at inference
+      (`tfdet.modeling.xla`).
 
   Returns:
     RetinaNet.
@@ -242,4 +248,5 @@ def build_retinanet(*, depth=50, num_groups=1, width_per_group=64, stride_in_1x1
   return RetinaNet(backbone=backbone, head=head, levels=[f"p{level}" for level in levels],
                    strides=[2 ** level for level in levels], cell_anchors=cells,
                    num_classes=num_classes, convention=convention, settings=settings,
-                   anchor_offset=anchor_offset, implementation=implementation)
+                   anchor_offset=anchor_offset, implementation=implementation,
+                   jit_compile_inference=jit_compile_inference)

@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from tfdet.data import keys
+from tfdet.modeling import xla
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.rcnn_box import BoxCandidates
 from tfdet.modeling.detectors.rcnn_proposals import RpnProposals
@@ -55,11 +56,13 @@ class GeneralizedRCNN(keras.Model):
     sampling: "detectron" or "modern" target sampling.
     aligned_roi: the RoIAlign variant of the RoI heads (False: Detectron's).
     implementation: "custom" ops or the pure-TF "reference".
+    jit_compile_inference: run the backbone (+ FPN) and the RPN head through XLA when
+      called with training=False (`tfdet.modeling.xla`).
   """
 
   def __init__(self, *, backbone, proposal_source, box=None, mask=None, keypoint=None,
                num_classes=81, convention="detectron", sampling="detectron", aligned_roi=False,
-               implementation="custom", name="rcnn", **kwargs):
+               implementation="custom", jit_compile_inference=False, name="rcnn", **kwargs):
     super().__init__(name=name, **kwargs)
     if (mask is not None or keypoint is not None) and box is None:
       raise ValueError("mask and keypoint parts need a box part")
@@ -75,11 +78,27 @@ class GeneralizedRCNN(keras.Model):
     self.sampling = sampling
     self.aligned_roi = aligned_roi
     self.implementation = implementation
+    self.jit_compile_inference = jit_compile_inference
+
+  @property
+  def jit_compile_inference(self):
+    """Whether inference runs the backbone and the RPN head through XLA."""
+    return self._jit_compile_inference
+
+  @jit_compile_inference.setter
+  def jit_compile_inference(self, value):
+    self._jit_compile_inference = bool(value)
+    if isinstance(self.proposal_source, RpnProposals):
+      self.proposal_source.jit_compile_inference = bool(value)
 
   # ------------------------------------------------------------- forward
   def call(self, inputs, training=False):
     image_info = tf.cast(inputs[keys.IMAGE_INFO], tf.float32)
-    features = self.backbone(inputs[keys.IMAGES], training=training)
+    if training:
+      features = self.backbone(inputs[keys.IMAGES], training=True)
+    else:
+      features = xla.inference_call(self.backbone, inputs[keys.IMAGES],
+                                    jit_compile=self.jit_compile_inference)
     result = dict(self.proposal_source.proposals(features, inputs, image_info, training))
     if self.box is None:
       return result
@@ -112,7 +131,8 @@ class GeneralizedRCNN(keras.Model):
 
   # ------------------------------------- inference pieces (test-time augmentation)
   def _features(self, inputs):
-    return (self.backbone(inputs[keys.IMAGES], training=False),
+    return (xla.inference_call(self.backbone, inputs[keys.IMAGES],
+                               jit_compile=self.jit_compile_inference),
             tf.cast(inputs[keys.IMAGE_INFO], tf.float32))
 
   def detect_boxes(self, inputs):

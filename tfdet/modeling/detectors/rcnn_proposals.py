@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from tfdet.data import keys
-from tfdet.modeling import losses
+from tfdet.modeling import losses, xla
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.config import RpnSettings
 from tfdet.ops import anchors as anchor_ops
@@ -59,13 +59,18 @@ class RpnProposals(keras.layers.Layer):
     self.convention = convention
     self.sampling = sampling
     self.implementation = implementation
+    self.jit_compile_inference = False  # set by the detector (`tfdet.modeling.xla`)
     self.built = True
 
-  def dense(self, features):
+  def dense(self, features, training=False):
     """Per level: the head's logits [B, H, W, A], deltas [B, H, W, 4A] and anchors [HWA, 4]."""
     logits, deltas, anchors = [], [], []
     for name, stride, cell in zip(self.levels, self.strides, self.cell_anchors, strict=True):
-      head = self.head(features[name])
+      if training:
+        head = self.head(features[name])
+      else:
+        head = xla.inference_call(self.head, features[name],
+                                  jit_compile=self.jit_compile_inference)
       logits.append(head[out.RPN_LOGITS])
       deltas.append(head[out.RPN_DELTAS])
       shape = tf.shape(features[name])
@@ -76,7 +81,7 @@ class RpnProposals(keras.layers.Layer):
   def proposals(self, features, inputs, image_info, training):
     """RPN outputs of every anchor and the proposals (module docstring)."""
     del inputs
-    logits, deltas, anchors = self.dense(features)
+    logits, deltas, anchors = self.dense(features, training=training)
     batch = tf.shape(image_info)[0]
     s = self.settings
     rois, scores, num = proposals.generate_proposals(

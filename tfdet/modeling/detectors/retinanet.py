@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfdet.data import keys
+from tfdet.modeling import xla
 from tfdet.modeling.detectors import outputs as out
 from tfdet.modeling.detectors.config import RetinaNetSettings
 from tfdet.ops import anchors as anchor_ops
@@ -45,11 +46,14 @@ class RetinaNet(keras.Model):
     anchor_offset: fraction of the stride added to anchor centres
       (detectron2's ANCHOR_GENERATOR.OFFSET; 0).
     implementation: recorded for export (RetinaNet has no compiled op).
+    jit_compile_inference: run the backbone (+ FPN) and the head through XLA when called
+      with training=False (`tfdet.modeling.xla`).
   """
 
   def __init__(self, *, backbone, head, levels, strides, cell_anchors, num_classes=81,
                convention="detectron", settings=None, anchor_offset=0.0,
-               implementation="custom", name="retinanet", **kwargs):
+               implementation="custom", jit_compile_inference=False, name="retinanet",
+               **kwargs):
     super().__init__(name=name, **kwargs)
     if not len(levels) == len(strides) == len(cell_anchors):
       raise ValueError("levels, strides and cell_anchors need one entry per level")
@@ -63,6 +67,7 @@ class RetinaNet(keras.Model):
     self.settings = settings or RetinaNetSettings()
     self.anchor_offset = float(anchor_offset)
     self.implementation = implementation
+    self.jit_compile_inference = bool(jit_compile_inference)
     self.loss_normalizer = None
     if self.settings.loss_normalizer_momentum is not None:
       # detectron2's moving average of the foreground count (the losses update it).
@@ -77,10 +82,17 @@ class RetinaNet(keras.Model):
       lists over levels of logits [B, N_l, K], deltas [B, N_l, 4] and
       anchors [N_l, 4].
     """
-    features = self.backbone(images, training=training)
+    if training:
+      features = self.backbone(images, training=True)
+    else:
+      features = xla.inference_call(self.backbone, images, jit_compile=self.jit_compile_inference)
     logits, deltas, anchors = [], [], []
     for name, stride, cell in zip(self.levels, self.strides, self.cell_anchors, strict=True):
-      head = self.head(features[name])
+      if training:
+        head = self.head(features[name])
+      else:
+        head = xla.inference_call(self.head, features[name],
+                                  jit_compile=self.jit_compile_inference)
       shape = tf.shape(features[name])
       batch = shape[0]
       k = head[out.RETINANET_LOGITS].shape[-1] // cell.shape[0]
