@@ -2,7 +2,7 @@
 # Builds the standalone kernel harness: the plain CPU kernels and CUDA
 # launchers of custom_ops/kernels/ plus the extern "C" shims of
 # custom_ops/harness/capi_*.cc, into one shared library that Python drives
-# through ctypes (no TensorFlow needed; see check_gpu.py).
+# through ctypes (no TensorFlow needed; see check_*.py and run_gpu_checks.sh).
 #
 #   custom_ops/harness/build.sh [--cpu-only]
 #
