@@ -44,6 +44,17 @@ def _as_tensor(value, dtypes, name):
   return value
 
 
+def _kernel_dtype(features):
+  """The dtype the kernels run `features` in: bfloat16 (mixed_bfloat16 models) has no kernel
+  and runs in float32, as does float16 where no GPU is visible (the CPU kernels are float32
+  only); the result is cast back to the features' dtype."""
+  if features.dtype == tf.bfloat16:
+    return tf.float32
+  if features.dtype == tf.float16 and not tf.config.list_logical_devices("GPU"):
+    return tf.float32
+  return features.dtype
+
+
 def _check_sampling_ratio(sampling_ratio):
   if int(sampling_ratio) != sampling_ratio or sampling_ratio < 0:
     raise ValueError(f"sampling_ratio must be an int >= 0, got {sampling_ratio!r}")
@@ -55,7 +66,8 @@ def roi_align(features, rois, batch_indices, *, output_size, spatial_scale, samp
   """Pools a fixed-size feature grid for each RoI.
 
   Args:
-    features: [B, H, W, C] float32 (float16 too on GPU).
+    features: [B, H, W, C] float32, float16 or bfloat16 (float16 runs in float16 on a GPU;
+      bfloat16, and float16 with no GPU, run in float32).
     rois: [R, 4] float32 (x1, y1, x2, y2) in input-image pixels.
     batch_indices: [R] int32 in [0, B), the image of each RoI.
     output_size: int or (pooled_height, pooled_width), each >= 1.
@@ -70,16 +82,21 @@ def roi_align(features, rois, batch_indices, *, output_size, spatial_scale, samp
   custom_ops.check_implementation(implementation)
   ph, pw = _output_size(output_size)
   sampling_ratio = _check_sampling_ratio(sampling_ratio)
-  features = _as_tensor(features, (tf.float32, tf.float16), "features")
+  features = _as_tensor(features, (tf.float32, tf.float16, tf.bfloat16), "features")
   rois = _as_tensor(rois, (tf.float32,), "rois")
   batch_indices = _as_tensor(batch_indices, (tf.int32,), "batch_indices")
+  dtype, run_dtype = features.dtype, _kernel_dtype(features)
+  features = tf.cast(features, run_dtype)
   if implementation == "reference":
-    return roi_align_ref(features, rois, batch_indices, output_size=(ph, pw),
-                         spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
-                         aligned=aligned)
-  return custom_ops.load().tfdet_roi_align(
-      features=features, rois=rois, batch_indices=batch_indices, spatial_scale=float(spatial_scale), pooled_height=ph, pooled_width=pw,
-      sampling_ratio=sampling_ratio, aligned=bool(aligned))
+    pooled = roi_align_ref(features, rois, batch_indices, output_size=(ph, pw),
+                           spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
+                           aligned=aligned)
+  else:
+    pooled = custom_ops.load().tfdet_roi_align(
+        features=features, rois=rois, batch_indices=batch_indices,
+        spatial_scale=float(spatial_scale), pooled_height=ph, pooled_width=pw,
+        sampling_ratio=sampling_ratio, aligned=bool(aligned))
+  return tf.cast(pooled, dtype)
 
 
 def multilevel_roi_align(features, rois, batch_indices, levels, *, output_size, spatial_scales,
@@ -102,7 +119,7 @@ def multilevel_roi_align(features, rois, batch_indices, levels, *, output_size, 
   custom_ops.check_implementation(implementation)
   ph, pw = _output_size(output_size)
   sampling_ratio = _check_sampling_ratio(sampling_ratio)
-  features = [_as_tensor(f, (tf.float32, tf.float16), f"features[{i}]")
+  features = [_as_tensor(f, (tf.float32, tf.float16, tf.bfloat16), f"features[{i}]")
               for i, f in enumerate(features)]
   rois = _as_tensor(rois, (tf.float32,), "rois")
   batch_indices = _as_tensor(batch_indices, (tf.int32,), "batch_indices")
@@ -113,14 +130,18 @@ def multilevel_roi_align(features, rois, batch_indices, levels, *, output_size, 
   if len(spatial_scales) != len(features):
     raise ValueError(f"spatial_scales has {len(spatial_scales)} entries but features has "
                      f"{len(features)}")
+  dtype, run_dtype = features[0].dtype, _kernel_dtype(features[0])
+  features = [tf.cast(f, run_dtype) for f in features]
   if implementation == "reference":
-    return multilevel_roi_align_ref(features, rois, batch_indices, levels, output_size=(ph, pw),
-                                    spatial_scales=spatial_scales,
-                                    sampling_ratio=sampling_ratio, aligned=aligned)
-  return custom_ops.load().tfdet_multi_level_roi_align(
-      features=features, rois=rois, batch_indices=batch_indices, levels=levels,
-      spatial_scales=spatial_scales,
-      pooled_height=ph, pooled_width=pw, sampling_ratio=sampling_ratio, aligned=bool(aligned))
+    pooled = multilevel_roi_align_ref(features, rois, batch_indices, levels,
+                                      output_size=(ph, pw), spatial_scales=spatial_scales,
+                                      sampling_ratio=sampling_ratio, aligned=aligned)
+  else:
+    pooled = custom_ops.load().tfdet_multi_level_roi_align(
+        features=features, rois=rois, batch_indices=batch_indices, levels=levels,
+        spatial_scales=spatial_scales, pooled_height=ph, pooled_width=pw,
+        sampling_ratio=sampling_ratio, aligned=bool(aligned))
+  return tf.cast(pooled, dtype)
 
 
 def _attrs(op):

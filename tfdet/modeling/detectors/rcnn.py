@@ -63,6 +63,10 @@ class GeneralizedRCNN(keras.Model):
   def __init__(self, *, backbone, proposal_source, box=None, mask=None, keypoint=None,
                num_classes=81, convention="detectron", sampling="detectron", aligned_roi=False,
                implementation="custom", jit_compile_inference=False, name="rcnn", **kwargs):
+    # autocast off: under a mixed-precision policy Keras would cast every float input (boxes,
+    # image sizes, proposals) to the compute dtype; bfloat16 keeps 8 bits of mantissa, so box
+    # corners near 1333 would move by up to 4 pixels. The backbone casts the images itself.
+    kwargs.setdefault("autocast", False)
     super().__init__(name=name, **kwargs)
     if (mask is not None or keypoint is not None) and box is None:
       raise ValueError("mask and keypoint parts need a box part")

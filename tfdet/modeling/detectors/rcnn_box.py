@@ -79,9 +79,12 @@ class BoxPart(keras.layers.Layer):
     pooled = self.pooler(features, rois, output_size=self.settings.box_roi_size,
                          sampling_ratio=self.settings.sampling_ratio)
     head = self.head(pooled, training=training)
-    # Static last dims (not -1): multiclass NMS needs a static class count in graphs.
-    logits = tf.reshape(head[out.CLASS_LOGITS], [batch, r, head[out.CLASS_LOGITS].shape[-1]])
-    deltas = tf.reshape(head[out.BOX_DELTAS], [batch, r, head[out.BOX_DELTAS].shape[-1]])
+    # Static last dims (not -1): multiclass NMS needs a static class count in graphs. Float32
+    # whatever the head computes in (mixed precision): decoding, NMS and losses need it.
+    logits = tf.reshape(tf.cast(head[out.CLASS_LOGITS], tf.float32),
+                        [batch, r, head[out.CLASS_LOGITS].shape[-1]])
+    deltas = tf.reshape(tf.cast(head[out.BOX_DELTAS], tf.float32),
+                        [batch, r, head[out.BOX_DELTAS].shape[-1]])
     return logits, deltas, head.get(RES5_FEATURES)
 
   def train(self, features, proposals, num_proposals, batch, image_info):

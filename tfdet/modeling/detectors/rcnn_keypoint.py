@@ -57,14 +57,14 @@ class KeypointPart(keras.layers.Layer):
     if valid is None:
       pooled = self.pooler(features, rois, output_size=self.settings.roi_size,
                            sampling_ratio=self.settings.sampling_ratio)
-      logits = self.head(pooled, training=training)[out.KEYPOINT_LOGITS]
+      logits = tf.cast(self.head(pooled, training=training)[out.KEYPOINT_LOGITS], tf.float32)
       shape = tf.shape(logits)
       return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
     rows = rcnn_pooling.valid_rows(valid)
     pooled = self.pooler.pool_flat(features, tf.gather_nd(rois, rows),
                                    tf.cast(rows[:, 0], tf.int32), output_size=self.settings.roi_size,
                                    sampling_ratio=self.settings.sampling_ratio)
-    logits = self.head(pooled, training=training)[out.KEYPOINT_LOGITS]
+    logits = tf.cast(self.head(pooled, training=training)[out.KEYPOINT_LOGITS], tf.float32)
     return rcnn_pooling.scatter_rows(logits, rows, batch, r)
 
   def train(self, features, proposals, num_proposals, batch, image_info):

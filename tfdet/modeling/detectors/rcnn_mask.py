@@ -63,7 +63,7 @@ class MaskPart(keras.layers.Layer):
       else:
         head_in = self.pooler(features, rois, output_size=self.settings.mask_roi_size,
                               sampling_ratio=self.settings.sampling_ratio)
-      logits = self.head(head_in, training=training)[out.MASK_LOGITS]
+      logits = tf.cast(self.head(head_in, training=training)[out.MASK_LOGITS], tf.float32)
       shape = tf.shape(logits)
       return tf.reshape(logits, tf.concat([[batch, r], shape[1:]], 0))
     rows = rcnn_pooling.valid_rows(valid)
@@ -74,7 +74,7 @@ class MaskPart(keras.layers.Layer):
       head_in = self.pooler.pool_flat(
           features, tf.gather_nd(rois, rows), tf.cast(rows[:, 0], tf.int32),
           output_size=self.settings.mask_roi_size, sampling_ratio=self.settings.sampling_ratio)
-    logits = self.head(head_in, training=training)[out.MASK_LOGITS]
+    logits = tf.cast(self.head(head_in, training=training)[out.MASK_LOGITS], tf.float32)
     return rcnn_pooling.scatter_rows(logits, rows, batch, r)
 
   def train(self, features, sampled, res5, batch, image_info):

@@ -54,6 +54,10 @@ class RetinaNet(keras.Model):
                convention="detectron", settings=None, anchor_offset=0.0,
                implementation="custom", jit_compile_inference=False, name="retinanet",
                **kwargs):
+    # autocast off: under a mixed-precision policy Keras would cast every float input (boxes,
+    # image sizes, proposals) to the compute dtype; bfloat16 keeps 8 bits of mantissa, so box
+    # corners near 1333 would move by up to 4 pixels. The backbone casts the images itself.
+    kwargs.setdefault("autocast", False)
     super().__init__(name=name, **kwargs)
     if not len(levels) == len(strides) == len(cell_anchors):
       raise ValueError("levels, strides and cell_anchors need one entry per level")
