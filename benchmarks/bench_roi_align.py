@@ -19,6 +19,7 @@ import statistics
 import time
 
 import numpy as np
+import rcnn_batches
 import tensorflow as tf
 
 from tfdet.ops.roi_align import multilevel_roi_align
@@ -29,16 +30,9 @@ IMAGE = (800, 1344)
 
 def fpn_rois(rng, num_rois, batch):
   """[R, 4] boxes in image pixels, [R] image indices and [R] level indices 0..3."""
-  side = np.exp(rng.uniform(np.log(16), np.log(800), num_rois))
-  aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0), num_rois))
-  w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
-  x1 = rng.uniform(0, IMAGE[1] - np.minimum(w, IMAGE[1] - 1))
-  y1 = rng.uniform(0, IMAGE[0] - np.minimum(h, IMAGE[0] - 1))
-  x2, y2 = np.minimum(x1 + w, IMAGE[1] - 1), np.minimum(y1 + h, IMAGE[0] - 1)
-  rois = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-  area = (x2 - x1 + 1) * (y2 - y1 + 1)
+  rois, bidx = rcnn_batches.fpn_rois(num_rois, batch, IMAGE, rng=rng)
+  area = (rois[:, 2] - rois[:, 0] + 1) * (rois[:, 3] - rois[:, 1] + 1)
   level = np.clip(np.floor(4 + np.log2(np.sqrt(area) / 224 + 1e-6)), 2, 5).astype(np.int32)
-  bidx = (np.arange(num_rois) * batch // num_rois).astype(np.int32)
   return rois, bidx, level - 2
 
 

@@ -71,10 +71,11 @@ def tfdet_batch(scene_arrays, padded_hw, *, seed=0):
   }
 
 
-def fpn_rois(num_rois, batch, image_hw=(800, 1344), seed=0):
+def fpn_rois(num_rois, batch, image_hw=(800, 1344), seed=0, rng=None):
   """[R, 4] RoIs (x1, y1, x2, y2 pixels) of sizes 16..800 spread over the FPN levels, and
-  [R] image indices (the first R / batch in image 0, ...)."""
-  rng = np.random.default_rng(seed)
+  [R] image indices (the first R / batch in image 0, ...); drawn from `rng` if given, else
+  from a generator seeded with `seed`."""
+  rng = np.random.default_rng(seed) if rng is None else rng
   side = np.exp(rng.uniform(np.log(16), np.log(800), num_rois))
   aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0), num_rois))
   w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
