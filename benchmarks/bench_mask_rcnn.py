@@ -67,7 +67,6 @@ def step_times(implementation, runs, heads="mask"):
   model = builders.build_rcnn(heads=heads, use_fpn=True, implementation=implementation,
                               num_classes=2 if heads == "keypoint" else 81)
   batch = _batch()
-  model(batch, training=False)
   optimizer = tf.keras.optimizers.SGD(learning_rate=0.001, momentum=0.9)
 
   @tf.function

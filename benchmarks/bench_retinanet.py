@@ -60,7 +60,6 @@ def measure_tfdet(warmup, runs, threads=None):
   images = tf.constant(rng.normal(0, 50, [1, HEIGHT, WIDTH, 3]).astype(np.float32))
   info = tf.constant([[HEIGHT, VALID_WIDTH, 800 / 480, 480, 800]], tf.float32)
   batch = {keys.IMAGES: images, keys.IMAGE_INFO: info}
-  model(batch, training=False)
 
   dense = tf.function(lambda: model.dense(images))
   logits, deltas, anchors = dense()
@@ -72,7 +71,7 @@ def measure_tfdet(warmup, runs, threads=None):
   whole = tf.function(lambda: model(batch, training=False))
 
   result = {"library": "tfdet", "tf_version": tf.__version__, "input": [HEIGHT, WIDTH],
-            "num_params": int(model.count_params())}
+            "num_params": side_by_side.num_params(model)}
   for name, fn in (("dense", dense), ("post", post), ("post_loaded", post_loaded),
                    ("whole", whole)):
     first, times = side_by_side.timed_calls(fn, warmup, runs)

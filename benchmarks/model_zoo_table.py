@@ -143,7 +143,6 @@ def step_times(row, runs):
   spec = gin_files.detector_spec()
   model = spec.build()
   batch = _batch(model)
-  model(batch, training=False)
   train_step = rcnn_batches.train_step(spec, model, batch, learning_rate=1e-4)
 
   @tf.function
