@@ -110,7 +110,7 @@ def measure_train(scene, warmup, runs):
   spec, model = _build_model()
   batch = rcnn_batches.tfdet_batch(scene, tuple(scene["padded_hw"]))
   # No eager call of the model first: the process's peak memory is then the training step's
-  # (an eager inference of this batch alone peaked at 8.5 GB, twice the step's 4.1 GB).
+  # (with an eager inference of this batch first it peaked at 8.9 GB, the step alone 4.0 GB).
   # Learning rate 0: the step computes and applies its update (momentum and all), but the
   # weights stay put, so every timed step is the same step. With random weights the
   # activations are large and one real update makes the losses NaN.

@@ -35,7 +35,7 @@ def timed_calls(fn, warmup, runs):
 def num_params(model):
   """The model's parameter count, read off its variables. Keras's count_params wants the model
   marked built, which only a call does, and an eager call of a full-size detector raises the
-  process's peak memory by several GB (8.5 GB against the training step's 4.1 GB for Mask
+  process's peak memory by several GB (8.9 GB against the training step's 4.0 GB for Mask
   R-CNN R-50-FPN at batch 2), which the benchmarks report."""
   return sum(int(v.shape.num_elements()) for v in model.weights)
 
