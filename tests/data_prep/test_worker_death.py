@@ -48,8 +48,9 @@ def _children(parent):
   return found
 
 
-def _pool_workers(parent):
-  return [pid for pid, command in _children(parent).items() if "spawn_main" in command]
+def _pool_workers(children):
+  """The pids of `_children`'s multiprocessing workers."""
+  return [pid for pid, command in children.items() if "spawn_main" in command]
 
 
 def _big_sample(root):
@@ -90,11 +91,12 @@ def test_workers_die_with_a_killed_converter(tmp_path):
     # Once a shard is being written both workers normally show at once; a CI run on a loaded
     # machine once found none, so look again for up to 2 s and say what /proc showed.
     deadline = time.time() + 2
-    workers = _pool_workers(proc.pid)
-    while len(workers) < 2 and time.time() < deadline:
+    children = _children(proc.pid)
+    while len(_pool_workers(children)) < 2 and time.time() < deadline:
       time.sleep(0.05)
-      workers = _pool_workers(proc.pid)
-    seen = (os.listdir(out), _children(proc.pid))
+      children = _children(proc.pid)
+    workers = _pool_workers(children)
+    seen = (os.listdir(out), children)
     written = _shards(out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -151,8 +151,8 @@ def test_rpn_only_overfits_and_recalls_every_object():
 
   Top 50, not 20: on an AMD EPYC with AVX-512 (other rounding than the Intel Xeon the test
   was written on) one of the 8 objects was found at IoU 0.93 but only by the 21st-50th
-  proposal after 200 steps (best IoU in the top 20: 0.36); with 300 steps all 8 are in the
-  top 20 (IoU 0.93-0.99) there too.
+  proposal after 200 steps (best IoU in the top 20: 0.36); trained 100 steps more (a second
+  `_train` call), all 8 were in the top 20 (IoU 0.93-0.99) there too.
   """
   tf.keras.utils.set_random_seed(0)
   batch, coco = overfit_data.make_batch(SCENES)
