@@ -24,7 +24,10 @@ the part's own):
   its own anchor labeler, as its parser does.
 * roi_align: multi-level RoIAlign over P2..P5 (256 channels, 2 images),
   1024 RoIs spread over the levels, at 7x7 and 14x14, forward and
-  forward+backward (gradient w.r.t. the features). tfdet: its custom op with
+  forward+backward (the output and its gradient w.r.t. the features, as a
+  training step needs both: a call that fetched only the gradient would let
+  TensorFlow prune the forward, which the gradient does not read, and time
+  the backward alone). tfdet: its custom op with
   Detectron's settings (2x2 samples per bin); Model Garden:
   ``multilevel_crop_and_resize`` (one sample per bin, its default).
 
@@ -156,7 +159,7 @@ def measure_roi_align(scene, warmup, runs):
       with tf.GradientTape() as tape:
         tape.watch(features)
         out = pool(features)
-      return first_elements(tape.gradient(out, features, output_gradients=upstream))
+      return first_elements((out, tape.gradient(out, features, output_gradients=upstream)))
 
     for name, fn in (("fwd", tf.function(lambda pool=pool: first_elements(pool(features)))),
                      ("fwd_bwd", tf.function(forward_backward))):

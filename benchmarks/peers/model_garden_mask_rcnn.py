@@ -25,7 +25,8 @@ config's mixed precision is applied by the training driver, not by the task).
   100 instances, and masks cropped to each box and resized to 112x112.
 * roi_align: ``spatial_transform_ops.multilevel_crop_and_resize`` (what the model's
   ``MultilevelROIAligner`` calls) over P2..P5 (2 images, 256 channels), the scene's RoIs,
-  at 7x7 and 14x14, forward and forward+backward (gradient w.r.t. the features).
+  at 7x7 and 14x14, forward and forward+backward (the output and its gradient w.r.t. the
+  features, both fetched so that neither is pruned).
 
 Prints one line ``RESULT {json}`` in the form the driver reads.
 """
@@ -235,7 +236,7 @@ def measure_roi_align(scene, warmup, runs):
       with tf.GradientTape() as tape:
         tape.watch(features)
         out = pool()
-      return first_elements(tape.gradient(out, features, output_gradients=upstream))
+      return first_elements((out, tape.gradient(out, features, output_gradients=upstream)))
 
     for name, fn in (("fwd", tf.function(lambda pool=pool: first_elements(pool()))),
                      ("fwd_bwd", tf.function(forward_backward))):

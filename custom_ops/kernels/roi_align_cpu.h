@@ -151,7 +151,8 @@ void RoiAlignForwardCpu(const RoiAlignLevelCpu* levels, int num_levels, int batc
 // Backward: overwrites every levels[l].grad ([batch, height, width,
 // channels]) with d(loss)/d(features) given
 //   grads: [num_rois, pooled_height, pooled_width, channels].
-// Race-free: work is split over (channel block, image).
+// Race-free: each work unit writes its own (level, image, band of rows,
+// channel block) slice of the gradients.
 void RoiAlignBackwardCpu(const RoiAlignLevelCpu* levels, int num_levels, int batch, int channels,
                          const float* grads, const float* rois, const int32_t* batch_indices,
                          const int32_t* roi_levels, int64_t num_rois, const RoiAlignAttrs& attrs,

@@ -82,10 +82,10 @@ def _coco_results(model, batch, with_masks):
   return overfit_data.coco_results(outputs, SCENES, convention="detectron", pasted_masks=pasted)
 
 
-# COCO AP on the three training images after 150 steps (250 for C4), as measured
-# (TF 2.21, CPU; the runs are seeded and deterministic on one machine); each test asserts
-# measured - MARGIN, so a
-# change that costs more than 0.1 AP anywhere fails. "soft": Faster R-CNN FPN evaluated
+# COCO AP on the three training images after 150 steps (250 for C4 Mask R-CNN, 300 for C4
+# Faster R-CNN), as measured (TF 2.21, CPU; the runs are seeded and deterministic on one
+# machine); each test asserts measured - MARGIN, so a change that costs more than 0.1 AP
+# anywhere fails. "soft": Faster R-CNN FPN evaluated
 # again with Gaussian soft-NMS and box voting at 0.8.
 MARGIN = 0.1
 MEASURED = {
@@ -93,12 +93,15 @@ MEASURED = {
                        "soft": {"AP": 0.771, "AP50": 1.0}},
     ("mask", True): {"bbox": {"AP": 0.813, "AP50": 1.0},
                      "segm": {"AP": 0.871, "AP50": 1.0}},
-    # 250 steps: the seeded runs are deterministic on one machine, but oneDNN's kernels round
+    # 300 steps: the seeded runs are deterministic on one machine, but oneDNN's kernels round
     # differently on different CPUs, and this one drifts most: at 150 steps it reached AP
     # 0.739 (AP50 0.959) on an AMD EPYC (AVX2) and 0.500 on an Intel Xeon with AVX-512 /
-    # AMX; at 250 steps on the latter AP 0.776, AP50 0.876.
+    # AMX; at 250 steps on the latter AP 0.776, AP50 0.876. When the RoIAlign backward
+    # kernel changed its order of summation (rounding only: both within 2e-6 of the pure-TF
+    # reference), 250 steps on an AMD EPYC with AVX-512 went from AP 0.785 (AP50 1.0) to
+    # 0.656 (AP50 0.876); 300 steps gave 0.941 before and 0.891 after, AP50 1.0 both.
     ("faster", False): {"bbox": {"AP": 0.776, "AP50": 0.876}},
-    # 14x14 (C4) masks of the one small triangle (~700 px) are coarse. 250 steps too: after
+    # 14x14 (C4) masks of the one small triangle (~700 px) are coarse. 250 steps: after
     # the RoIAlign kernels were compiled per ISA (FMA: other rounding), 150 steps missed one
     # object (AP50 0.876) on the AVX-512 machine; 250 steps gave bbox AP 0.876 / AP50 1.0,
     # segm AP 0.861 / AP50 1.0 there. On an AMD EPYC with AVX-512 (no AMX) the same 250 steps
@@ -117,7 +120,7 @@ def _assert_ap(stats, measured, summary):
 @pytest.mark.parametrize("heads,use_fpn,steps", [
     ("faster", True, 150),
     ("mask", True, 150),
-    ("faster", False, 250),
+    ("faster", False, 300),
     ("mask", False, 250),
 ])
 def test_detector_overfits(tmp_path, heads, use_fpn, steps):
